@@ -1,0 +1,3 @@
+from fexgan.cli import main
+
+main()
