@@ -43,3 +43,44 @@ def main() -> None:
         if isinstance(err, click.exceptions.Abort):
             sys.exit(1)
         raise
+
+
+@app.command()
+def train(
+    data: Optional[str] = typer.Option(None, help="toon | toon:PER_CLASS[:CHARACTERS] | ferg:PATH | folder:PATH"),
+    preset: str = typer.Option("cpu", help="paper | cpu | tiny"),
+    config: Optional[Path] = typer.Option(None, help="JSON file of configuration values (applied after the preset)"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default runs/<preset>-<time>)"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="train for this many epochs"),
+    steps: Optional[int] = typer.Option(None, min=1, help="train for this many steps (wins over epochs)"),
+    minutes: Optional[float] = typer.Option(None, min=0.01, help="train for this much wall time (wins over epochs)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    seed: Optional[int] = typer.Option(None, help="random seed"),
+    set_: list[str] = typer.Option([], "--set", help="override any value: --set lr=1e-4 --set model.width=0.5"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Train FExGAN (preset, then --config file, then flags and --set overrides)."""
+    import json
+    import time
+
+    from fexgan.config import build_config
+
+    overrides = list(set_)
+    for key, value in (("data", data), ("epochs", epochs), ("steps", steps), ("minutes", minutes),
+                       ("device", device), ("seed", seed)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if resume is not None:
+        if not (resume / "config.json").is_file():
+            raise UserError(f"cannot resume: {resume} is not a run folder (no config.json)")
+        cfg = build_config(base=json.loads((resume / "config.json").read_text()), overrides=overrides)
+        run = resume
+    else:
+        cfg = build_config(preset, config, overrides)
+        run = out or Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from fexgan.train import train as run_training
+
+    model = run_training(cfg, run, resume=resume is not None, progress=not quiet)
+    console.print(f"[green]done:[/] model {model}, samples in {run / 'samples'}")
+

@@ -1,0 +1,192 @@
+"""Configuration as plain dataclasses, the presets, and overrides from the command line or a file.
+
+`ModelConfig` is everything needed to rebuild the networks; it is saved inside every model file.
+`TrainConfig` holds the data, optimisation and run options; it is saved in every run folder
+(`config.json`) so a run can be reproduced or resumed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fexgan.errors import UserError
+from fexgan.expressions import EXPRESSIONS
+
+IMAGE_SIZES = (32, 64, 128, 256)
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the networks. `width` multiplies every channel count of the reference layout."""
+
+    image_size: int = 128
+    width: float = 1.0
+    latent_dim: int = 128
+    dropout: float = 0.5
+    classes: tuple[str, ...] = EXPRESSIONS
+    # Normalisation of pixels: x in [0, 255] -> x / 127.5 - 1, on RGB composited over `background`.
+    background: tuple[int, int, int] = (255, 255, 255)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def validate(self) -> None:
+        if self.image_size not in IMAGE_SIZES:
+            raise UserError(f"image size {self.image_size} is not supported; choose one of {IMAGE_SIZES}")
+        if not 0.05 <= self.width <= 4:
+            raise UserError(f"width multiplier {self.width} is out of range [0.05, 4]")
+        if not 2 <= self.latent_dim <= 4096:
+            raise UserError(f"latent size {self.latent_dim} is out of range [2, 4096]")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"dropout {self.dropout} must be in [0, 1)")
+        if len(self.classes) < 2:
+            raise UserError("a model needs at least 2 expression classes")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        for key in ("classes", "background"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run. Lengths: `steps` wins over `minutes` over `epochs`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: str = "toon"               # toon | toon:PER_CLASS[:CHARACTERS] | ferg:PATH | folder:PATH
+    val_fraction: float = 0.2        # deterministic split, as the paper's 80/20
+    batch_size: int = 32
+    epochs: int = 100
+    steps: int = 0                   # > 0: stop after this many steps
+    minutes: float = 0.0             # > 0: stop after this much wall time
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    alpha: float = 1.0               # weight of the generator's adversarial + auxiliary term
+    alpha_late: float = 0.1          # ... its binary adversarial part after `late_fraction` of training
+    late_fraction: float = 0.5       # the paper lowers the adversarial weight after half the epochs
+    beta: float = 0.01               # weight of the KL term
+    gamma: float = 10.0              # weight of the L1 reconstruction term
+    target_jitter: float = 0.0       # std of normal noise added to the target affect vector (paper, Sec. 3.1)
+    augment_shift: float = 0.06      # random translation as a fraction of the image size
+    augment_scale: float = 0.05      # random zoom +- this fraction
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda
+    amp: bool = True                 # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True       # on CUDA
+    compile: bool = False
+    threads: int = 0                 # torch intra-op threads on CPU; 0 = all cores
+    log_every: int = 20
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+
+    def validate(self) -> None:
+        self.model.validate()
+        if self.batch_size < 2:
+            raise UserError("batch size must be at least 2 (batch norm needs two images)")
+        if not 0 <= self.val_fraction < 1:
+            raise UserError(f"validation fraction {self.val_fraction} must be in [0, 1)")
+        if self.epochs < 1 and self.steps < 1 and self.minutes <= 0:
+            raise UserError("give a positive --epochs, --steps or --minutes")
+        if min(self.steps, self.epochs) < 0 or self.minutes < 0:
+            raise UserError("--epochs, --steps and --minutes cannot be negative")
+        if self.lr <= 0:
+            raise UserError(f"learning rate {self.lr} must be positive")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UserError(f"device '{self.device}' is not one of auto, cpu, cuda")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        model = ModelConfig.from_dict(d.pop("model", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(model=model, **d)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Exactly the reference layout and the paper's schedule.
+    "paper": {"model": {"image_size": 128, "width": 1.0}, "batch_size": 32, "epochs": 100},
+    # 64 px, a quarter of the widths: an epoch of the default toon set in a few minutes on 2 cores.
+    "cpu": {"model": {"image_size": 64, "width": 0.25}, "batch_size": 32, "epochs": 30,
+            "lr": 5e-4, "sample_every": 250, "checkpoint_every": 250},
+    # 32 px and tiny widths, for tests.
+    "tiny": {"model": {"image_size": 32, "width": 0.0625, "latent_dim": 16}, "batch_size": 8,
+             "epochs": 1, "data": "toon:4", "log_every": 1, "sample_every": 0, "checkpoint_every": 0},
+}
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _coerce(text: str, current: Any) -> Any:
+    """Turn a command-line string into the type of the value it replaces."""
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(text)
+    if isinstance(current, (tuple, list)):
+        items = [s for s in text.split(",") if s]
+        return tuple(_coerce(s, current[0]) if current else s for s in items)
+    if current is None:
+        return text
+    return type(current)(text)
+
+
+def build_config(preset: str = "cpu", file: Path | None = None, overrides: list[str] | None = None,
+                 base: dict[str, Any] | None = None) -> TrainConfig:
+    """Preset (or a saved run's `base` configuration), then a JSON config file, then `key=value`
+    overrides (dotted keys reach the model, e.g. model.width=0.5)."""
+    if base is None and preset not in PRESETS:
+        raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    d = _merge(TrainConfig().to_dict(), base if base is not None else PRESETS[preset])
+    if file is not None:
+        try:
+            d = _merge(d, json.loads(Path(file).read_text()))
+        except FileNotFoundError:
+            raise UserError(f"config file {file} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"config file {file} is not valid JSON: {err}") from None
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"override '{item}' must look like key=value (e.g. lr=1e-4, model.width=0.5)")
+        node = d
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise UserError(f"unknown configuration key '{key}'")
+            node = node[p]
+        if leaf not in node:
+            raise UserError(f"unknown configuration key '{key}'")
+        try:
+            node[leaf] = _coerce(value.strip(), node[leaf])
+        except ValueError:
+            raise UserError(f"value '{value}' for '{key}' is not a valid {type(node[leaf]).__name__}") from None
+    cfg = TrainConfig.from_dict(d)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,374 @@
+"""Data: one preprocessing path, the dataset sources, the cache, the split and the pair sampler.
+
+Preprocessing (used by training, inference, evaluation and the web demo alike):
+decode -> RGBA -> composite over the background colour -> pad to a square -> resize -> uint8 RGB.
+Models see `to_model_input(uint8)` = x / 127.5 - 1 in [-1, 1].
+
+Sources (`TrainConfig.data`):
+- `toon` or `toon:PER_CLASS[:CHARACTERS]`: the built-in renderer (fexgan.toon), rendered once.
+- `ferg:PATH`: FERG-DB's layout `<char>/<char>_<expr>/*.png`.
+- `folder:PATH`: `<identity>/<expression>/*.png|jpg`.
+Each is decoded and resized once into a uint8 cache file that is re-used while the sources are
+unchanged. Unreadable files are skipped and reported, never silently kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fexgan.errors import UserError
+from fexgan.expressions import EXPRESSIONS
+
+PREPROCESS_VERSION = 1
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+MIN_IMAGE_SIDE = 16
+# Folder names people use for the seven classes.
+ALIASES = {"angry": "anger", "disgusted": "disgust", "fearful": "fear", "afraid": "fear", "happy": "joy",
+           "happiness": "joy", "sad": "sadness", "surprised": "surprise"}
+Background = tuple[int, int, int]
+
+
+# ----------------------------------------------------------------------------- preprocessing
+def open_image(source: str | Path | Image.Image | bytes) -> Image.Image:
+    """Decode a file, bytes or PIL image into RGBA (any mode: palette, grayscale, 16-bit, EXIF-rotated)."""
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        try:
+            import io
+
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            img.load()
+        except FileNotFoundError:
+            raise UserError(f"image {source} does not exist") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            name = "the uploaded data" if isinstance(source, bytes) else str(source)
+            raise UserError(f"cannot read {name} as an image ({err.__class__.__name__}: {err})") from None
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bits
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return img.convert("RGBA")
+
+
+def prepare_image(source: str | Path | Image.Image | bytes, size: int,
+                  background: Background = (255, 255, 255)) -> np.ndarray:
+    """The one preprocessing path: decode, composite alpha over `background`, pad to square, resize.
+
+    Returns uint8 (size, size, 3).
+    """
+    img = open_image(source)
+    w, h = img.size
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise UserError(f"image is {w}x{h} px; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} is needed")
+    canvas = Image.new("RGBA", (max(w, h),) * 2, tuple(background) + (255,))
+    canvas.alpha_composite(img, ((max(w, h) - w) // 2, (max(w, h) - h) // 2))
+    rgb = canvas.convert("RGB")
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float in [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Model output in [-1, 1] (B, 3, H, W) -> uint8 (B, 3, H, W)."""
+    return ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round_().to(torch.uint8)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Model output in [-1, 1] (B, 3, H, W) -> list of RGB PIL images."""
+    arr = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def from_pil(images: Sequence[Image.Image | str | Path | bytes], size: int,
+             background: Background = (255, 255, 255)) -> torch.Tensor:
+    """Images (any mode/size) -> model input (B, 3, size, size) in [-1, 1], via `prepare_image`."""
+    arr = np.stack([prepare_image(im, size, background) for im in images])
+    return to_model_input(torch.from_numpy(arr).permute(0, 3, 1, 2))
+
+
+# ----------------------------------------------------------------------------- datasets
+@dataclass
+class ImageSet:
+    """A decoded dataset in memory: uint8 images with expression and identity labels."""
+
+    images: torch.Tensor            # (N, 3, S, S) uint8
+    expression: torch.Tensor        # (N,) int64, index into `classes`
+    identity: torch.Tensor          # (N,) int64, index into `identities`
+    identities: list[str]
+    classes: tuple[str, ...] = EXPRESSIONS
+    names: list[str] = field(default_factory=list)   # relative path (or toon id) of every image
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable files
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def summary(self) -> dict:
+        counts = torch.bincount(self.expression, minlength=len(self.classes)).tolist()
+        return {"images": len(self), "identities": self.identities, "per_expression": dict(zip(self.classes, counts)),
+                "skipped": len(self.skipped)}
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets are cached: $FEXGAN_CACHE or ~/.cache/fexgan."""
+    return Path(os.environ.get("FEXGAN_CACHE", Path.home() / ".cache" / "fexgan"))
+
+
+def parse_source(spec: str) -> tuple[str, str]:
+    """'toon', 'toon:200:6', 'ferg:PATH', 'folder:PATH' -> (kind, argument)."""
+    kind, _, arg = spec.partition(":")
+    if kind not in ("toon", "ferg", "folder"):
+        if Path(spec).is_dir():  # a bare folder: guess the layout from its first sub-folder
+            return ("ferg", spec) if _looks_like_ferg(Path(spec)) else ("folder", spec)
+        raise UserError(f"unknown data source '{spec}'; use toon, toon:PER_CLASS[:CHARACTERS], ferg:PATH or folder:PATH")
+    return kind, arg
+
+
+def _looks_like_ferg(root: Path) -> bool:
+    for ident in sorted(p for p in root.iterdir() if p.is_dir()):
+        return any(d.name.lower().startswith(ident.name.lower() + "_") for d in ident.iterdir() if d.is_dir())
+    return False
+
+
+def _class_of(folder_name: str, classes: Sequence[str]) -> str | None:
+    key = folder_name.strip().lower()
+    key = ALIASES.get(key, key)
+    return key if key in classes else None
+
+
+def scan_folder(root: Path, layout: str, classes: Sequence[str] = EXPRESSIONS) -> list[tuple[Path, str, str]]:
+    """List (file, identity, expression) of an image tree; unknown expression folders are an error."""
+    if not root.exists():
+        raise UserError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise UserError(f"data path {root} is not a folder")
+    items, unknown = [], []
+    for ident in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for expr_dir in sorted(p for p in ident.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            name = expr_dir.name
+            if layout == "ferg":  # <char>_<expr>
+                name = name[len(ident.name) + 1:] if name.lower().startswith(ident.name.lower() + "_") else name.rsplit("_", 1)[-1]
+            expr = _class_of(name, classes)
+            if expr is None:
+                unknown.append(f"{ident.name}/{expr_dir.name}")
+                continue
+            for f in sorted(expr_dir.iterdir()):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    items.append((f, ident.name, expr))
+    if unknown:
+        raise UserError(f"unknown expression folder(s) {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} "
+                        f"in {root}; expected names: {', '.join(classes)}")
+    if not items:
+        want = "<char>/<char>_<expression>/*.png" if layout == "ferg" else "<identity>/<expression>/*.png"
+        raise UserError(f"no images found in {root}; expected the layout {want}")
+    return items
+
+
+def _fingerprint(parts: list) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _load_cache(path: Path) -> ImageSet | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return ImageSet(torch.from_numpy(z["images"].copy()), torch.from_numpy(z["expression"].copy()),
+                            torch.from_numpy(z["identity"].copy()), meta["identities"], tuple(meta["classes"]),
+                            meta["names"], [tuple(s) for s in meta["skipped"]])
+    except Exception as err:  # a broken cache is rebuilt, never trusted
+        warnings.warn(f"ignoring unreadable data cache {path} ({err}); rebuilding it")
+        return None
+
+
+def _save_cache(path: Path, data: ImageSet) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"identities": data.identities, "classes": list(data.classes), "names": data.names, "skipped": data.skipped}
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    try:
+        np.savez(tmp, images=data.images.numpy(), expression=data.expression.numpy(),
+                 identity=data.identity.numpy(), meta=np.array(json.dumps(meta)))
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"could not write the data cache {path} ({err}); continuing without it")
+
+
+def _decode_files(items: list[tuple[Path, str, str]], root: Path, size: int, background: Background,
+                  classes: Sequence[str]) -> ImageSet:
+    identities = sorted({ident for _, ident, _ in items})
+    images, exprs, idents, names, skipped = [], [], [], [], []
+    for f, ident, expr in items:
+        rel = str(f.relative_to(root))
+        try:
+            images.append(prepare_image(f, size, background))
+        except UserError as err:
+            skipped.append((rel, str(err)))
+            continue
+        exprs.append(list(classes).index(expr))
+        idents.append(identities.index(ident))
+        names.append(rel)
+    if not images:
+        raise UserError(f"none of the {len(items)} images in {root} could be read (first problem: {skipped[0][1]})")
+    arr = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(arr, torch.tensor(exprs), torch.tensor(idents), identities, tuple(classes), names, skipped)
+
+
+def _render_toon(arg: str, size: int, background: Background) -> ImageSet:
+    from fexgan import toon
+
+    fields = [a for a in arg.split(":") if a]
+    try:
+        per_class = int(fields[0]) if fields else 200
+        characters = int(fields[1]) if len(fields) > 1 else 6
+    except ValueError:
+        raise UserError(f"bad toon source 'toon:{arg}'; use toon:PER_CLASS[:CHARACTERS], e.g. toon:200:6") from None
+    arrays = toon.render_arrays(per_class=per_class, size=size, characters=characters, seed=0, progress=True)
+    images = np.stack([prepare_image(Image.fromarray(a, "RGBA"), size, background) for a in arrays.images])
+    names = [f"{r['character']}/{EXPRESSIONS[r['expression']] if isinstance(r['expression'], int) else r['expression']}/{r['n']}"
+             for r in arrays.records]
+    return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(arrays.expression),
+                    torch.from_numpy(arrays.identity), list(arrays.characters), EXPRESSIONS, names, [])
+
+
+def load_source(spec: str, size: int, background: Background = (255, 255, 255),
+                classes: Sequence[str] = EXPRESSIONS, use_cache: bool = True) -> ImageSet:
+    """Load a data source into memory at `size` px, through the cache when the sources are unchanged."""
+    kind, arg = parse_source(spec)
+    if kind == "toon":
+        from fexgan import toon
+
+        key = ["toon", arg, getattr(toon, "RENDERER_VERSION", 1)]
+        items, root = None, None
+    else:
+        if not arg:
+            raise UserError(f"give a folder: {kind}:PATH")
+        root = Path(arg).expanduser().resolve()
+        items = scan_folder(root, kind, classes)
+        stats = [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f, _, _ in items]
+        key = [kind, str(root), stats]
+    key += [size, list(background), list(classes), PREPROCESS_VERSION]
+    path = cache_dir() / f"{kind}-{size}-{_fingerprint(key)}.npz"
+    data = _load_cache(path) if use_cache and path.exists() else None
+    if data is None:
+        data = _render_toon(arg, size, background) if kind == "toon" else _decode_files(items, root, size, background, classes)
+        if use_cache:
+            _save_cache(path, data)
+    check_coverage(data)
+    return data
+
+
+def check_coverage(data: ImageSet, minimum: int = 1) -> None:
+    """Every expression and every identity needs at least `minimum` images to train on."""
+    per_class = torch.bincount(data.expression, minlength=len(data.classes))
+    per_ident = torch.bincount(data.identity, minlength=len(data.identities))
+    empty = [c for c, n in zip(data.classes, per_class.tolist()) if n < minimum]
+    if empty:
+        raise UserError(f"expression(s) {', '.join(empty)} have fewer than {minimum} readable images; "
+                        f"add images or check the data report")
+    few = [i for i, n in zip(data.identities, per_ident.tolist()) if n < minimum]
+    if few:
+        raise UserError(f"identity(ies) {', '.join(few)} have fewer than {minimum} readable images")
+
+
+# ----------------------------------------------------------------------------- split and pairs
+def split_indices(data: ImageSet, val_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic train/val split, stratified by (identity, expression); groups of one stay in train."""
+    g = torch.Generator().manual_seed(seed)
+    key = data.identity * len(data.classes) + data.expression
+    train, val = [], []
+    for k in torch.unique(key).tolist():
+        idx = torch.nonzero(key == k).squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = int(round(len(idx) * val_fraction)) if len(idx) > 1 else 0
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
+
+
+class PairSampler:
+    """Draws training batches: source images in a shuffled epoch order, a target expression per image
+    and a random real image of the same identity with that expression (the L1 target).
+
+    All randomness comes from one `torch.Generator`, so the data order is part of a resumable state.
+    """
+
+    def __init__(self, data: ImageSet, indices: torch.Tensor, batch_size: int, seed: int = 0,
+                 shard: tuple[int, int] = (0, 1)):
+        self.data, self.indices, self.batch_size = data, indices, batch_size
+        self.rank, self.world = shard
+        self.generator = torch.Generator().manual_seed(seed)
+        n_id, n_cls = len(data.identities), len(data.classes)
+        ident, expr = data.identity[indices], data.expression[indices]
+        counts = torch.zeros(n_id, n_cls, dtype=torch.long)
+        counts.index_put_((ident, expr), torch.ones_like(ident), accumulate=True)
+        # table[i, c, :counts[i, c]] holds the dataset indices of identity i with expression c
+        table = torch.zeros(n_id, n_cls, max(int(counts.max()), 1), dtype=torch.long)
+        order = torch.argsort(ident * n_cls + expr, stable=True)
+        slot = torch.arange(len(indices)) - torch.repeat_interleave(
+            torch.cumsum(counts.flatten(), 0) - counts.flatten(), counts.flatten())
+        table[ident[order], expr[order], slot] = indices[order]
+        self.table, self.counts = table, counts
+        self.epoch, self.position, self.order = 0, 0, self._new_order()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.indices) // (self.batch_size * self.world))
+
+    def _new_order(self) -> torch.Tensor:
+        perm = self.indices[torch.randperm(len(self.indices), generator=self.generator)]
+        usable = self.steps_per_epoch * self.batch_size * self.world
+        return perm[:usable].view(-1, self.world, self.batch_size)[:, self.rank].reshape(-1)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(source indices, target expressions, target image indices), each (batch,)."""
+        if self.position + self.batch_size > len(self.order):
+            self.epoch, self.position, self.order = self.epoch + 1, 0, self._new_order()
+        src = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        ident = self.data.identity[src]
+        available = (self.counts[ident] > 0).float()          # expressions this identity has in the split
+        target = torch.multinomial(available, 1, generator=self.generator).squeeze(1)
+        n = self.counts[ident, target]
+        pick = (torch.rand(len(src), generator=self.generator) * n).long().clamp_max(n - 1)
+        return src, target, self.table[ident, target, pick]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "epoch": self.epoch, "position": self.position,
+                "order": self.order.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.epoch, self.position, self.order = state["epoch"], state["position"], state["order"]
+
+
+def augment(images: torch.Tensor, shift: float, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random translation and zoom of a whole batch in one `grid_sample` (the paper's crop/jitter).
+
+    Border pixels are replicated, so the (plain) background extends naturally. Works on any device.
+    """
+    if shift <= 0 and scale <= 0:
+        return images
+    b = images.shape[0]
+    r = torch.rand(b, 3, generator=generator).to(images.device) * 2 - 1
+    zoom = 1.0 + scale * r[:, 0]
+    theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = (1.0 / zoom).to(images.dtype)
+    theta[:, :, 2] = (2 * shift * r[:, 1:]).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

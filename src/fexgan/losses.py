@@ -1,0 +1,53 @@
+"""The paper's losses (equations 1-7). All take raw logits; means over batch (and pixels / latent
+dimensions) keep the weights alpha, beta, gamma independent of batch and image size."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def adversarial_terms(real_fake_logit: torch.Tensor, class_logits: torch.Tensor, is_real: bool,
+                      affect: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(phi_b, phi_m): binary cross-entropy against `is_real` and cross-entropy against `affect`.
+
+    `affect` is a class-index tensor or a (B, classes) probability vector (mixed / jittered).
+    """
+    target = torch.full_like(real_fake_logit, 1.0 if is_real else 0.0)
+    binary = F.binary_cross_entropy_with_logits(real_fake_logit, target)
+    multi = F.cross_entropy(class_logits, affect)
+    return binary, multi
+
+
+def kl_loss(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) of eq. 3, with log-variance = 2 log_sigma; mean over batch and dims."""
+    log_var = 2.0 * log_sigma
+    return -0.5 * torch.mean(1.0 + log_var - mu.pow(2) - log_var.exp())
+
+
+def reconstruction_loss(generated: torch.Tensor, target_image: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: L1 between G(source, target affect) and a real image of the same character with that affect."""
+    return F.l1_loss(generated, target_image)
+
+
+def generator_loss(fake_logit: torch.Tensor, fake_class_logits: torch.Tensor, target_class: torch.Tensor,
+                   mu: torch.Tensor, log_sigma: torch.Tensor, generated: torch.Tensor, target_image: torch.Tensor,
+                   alpha: float, alpha_binary: float, beta: float, gamma: float) -> dict[str, torch.Tensor]:
+    """Eq. 4: alpha * L_GAN^G + beta * L_KL + gamma * L_rec, where L_GAN^G (eq. 1) = phi_b(1, y) + phi_m(A_t, y_m).
+
+    `alpha_binary` weights phi_b separately so the paper's schedule can lower it late in training.
+    """
+    binary, multi = adversarial_terms(fake_logit, fake_class_logits, True, target_class)
+    kl = kl_loss(mu, log_sigma)
+    rec = reconstruction_loss(generated, target_image)
+    total = alpha_binary * binary + alpha * multi + beta * kl + gamma * rec
+    return {"g_total": total, "g_adv": binary, "g_cls": multi, "kl": kl, "rec": rec}
+
+
+def discriminator_loss(real_logit: torch.Tensor, real_class_logits: torch.Tensor, source_class: torch.Tensor,
+                       fake_logit: torch.Tensor, fake_class_logits: torch.Tensor,
+                       target_class: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Eqs. 5-7: L_real = phi_b(1, y) + phi_m(A_s, y_m); L_fake = phi_b(0, y^) + phi_m(A_t, y^_m)."""
+    rb, rm = adversarial_terms(real_logit, real_class_logits, True, source_class)
+    fb, fm = adversarial_terms(fake_logit, fake_class_logits, False, target_class)
+    real, fake = rb + rm, fb + fm
+    return {"d_total": real + fake, "d_real": real, "d_fake": fake, "d_cls_real": rm}

@@ -1,0 +1,145 @@
+"""FExGAN networks: Encoder, Decoder, Generator (both joined) and the auxiliary-classifier
+Discriminator, following the reference implementation layer by layer
+(../shared/paper/reference-architecture.md) and scaled by `ModelConfig`.
+
+At 128 px the encoder has 7 stride-2 blocks (128 -> 1 px); in general log2(size) blocks, and the
+decoder mirrors it. Every network returns raw logits / pre-activation values where a loss follows.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fexgan.config import ModelConfig
+
+
+def _ch(channels: int, width: float) -> int:
+    return max(4, int(round(channels * width)))
+
+
+def encoder_channels(cfg: ModelConfig) -> list[int]:
+    """128, 256, then 512s, ending in 128 at 1 x 1 (the reference layout at width 1)."""
+    n = int(math.log2(cfg.image_size))
+    return [_ch(c, cfg.width) for c in [128, 256] + [512] * (n - 3) + [128]]
+
+
+def decoder_channels(cfg: ModelConfig) -> list[int]:
+    """512s, then 256 and 128, from 2 px up to half the image size."""
+    n = int(math.log2(cfg.image_size))
+    return [_ch(c, cfg.width) for c in [512] * (n - 3) + [256, 128]]
+
+
+def init_weights(module: nn.Module) -> None:
+    """N(0, 0.02) for convolutions and dense layers, (1, 0.02) for batch-norm scales, as DCGAN."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def _down(cin: int, cout: int, norm: bool, act: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]
+    if norm:
+        layers.append(nn.BatchNorm2d(cout))
+    if act:
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """(image, source affect) -> (mu, log_sigma) of the latent normal distribution."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.size = cfg.image_size
+        # The affect becomes a fourth input channel: dense (classes -> size*size), ReLU.
+        self.affect_plane = nn.Sequential(nn.Linear(cfg.num_classes, self.size * self.size), nn.ReLU(inplace=True))
+        chs = encoder_channels(cfg)
+        blocks, cin = [], 4
+        for i, cout in enumerate(chs):
+            blocks.append(_down(cin, cout, norm=i > 0, act=i < len(chs) - 1))
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.mu = nn.Linear(cin, cfg.latent_dim)
+        self.log_sigma = nn.Linear(cin, cfg.latent_dim)
+        init_weights(self)
+        nn.init.zeros_(self.log_sigma.weight)  # start at sigma = 1, as the reference
+
+    def forward(self, image: torch.Tensor, affect: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        plane = self.affect_plane(affect).view(-1, 1, self.size, self.size).to(image.dtype)
+        h = self.blocks(torch.cat([image, plane], dim=1)).flatten(1)
+        return self.mu(h), self.log_sigma(h)
+
+
+class Decoder(nn.Module):
+    """(latent z, target affect) -> image in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = _ch(256, cfg.width)
+        self.affect_in = nn.Sequential(nn.Linear(cfg.num_classes, _ch(64, cfg.width)),
+                                       nn.Linear(_ch(64, cfg.width), hidden), nn.ReLU(inplace=True))
+        self.z_in = nn.Sequential(nn.Linear(cfg.latent_dim, hidden), nn.ReLU(inplace=True))
+        blocks, cin, size = [], 2 * hidden, 1
+        for cout in decoder_channels(cfg):
+            size *= 2
+            layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout)]
+            if size <= 8 and cfg.dropout > 0:  # the reference drops out in the 2, 4 and 8 px blocks
+                layers.append(nn.Dropout(cfg.dropout))
+            layers.append(nn.ReLU(inplace=True))
+            blocks.append(nn.Sequential(*layers))
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.out = nn.Sequential(nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Tanh())
+        init_weights(self)
+
+    def forward(self, z: torch.Tensor, affect: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([self.z_in(z), self.affect_in(affect.to(z.dtype))], dim=1)
+        return self.out(self.blocks(h[:, :, None, None]))
+
+
+class Generator(nn.Module):
+    """Encoder and decoder joined: G(image, source affect, target affect). Each part runs alone."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, log_sigma: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I)."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(log_sigma) * eps
+
+    def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
+                sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (generated image, mu, log_sigma); `sample=False` decodes the mean latent."""
+        mu, log_sigma = self.encoder(image, source)
+        z = self.reparameterize(mu, log_sigma) if sample else mu
+        return self.decoder(z, target), mu, log_sigma
+
+
+class Discriminator(nn.Module):
+    """image -> (real/fake logit (B,), expression logits (B, classes)): an auxiliary classifier."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c1, c2, c3 = _ch(64, cfg.width), _ch(128, cfg.width), _ch(512, cfg.width)
+        self.features = nn.Sequential(_down(3, c1, norm=False, act=True), _down(c1, c2, norm=True, act=True),
+                                      _down(c2, c3, norm=True, act=True), nn.Flatten())
+        n_feat = c3 * (cfg.image_size // 8) ** 2
+        self.real_fake = nn.Linear(n_feat, 1)
+        self.classifier = nn.Linear(n_feat, cfg.num_classes)
+        init_weights(self)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(image)
+        return self.real_fake(h).squeeze(1), self.classifier(h)
