@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fexgan.errors import UserError
 
@@ -26,7 +27,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except UserError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        # one line, never wrapped; brackets in paths are text, not markup
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
