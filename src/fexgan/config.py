@@ -45,6 +45,8 @@ class ModelConfig:
             raise UserError(f"dropout {self.dropout} must be in [0, 1)")
         if len(self.classes) < 2:
             raise UserError("a model needs at least 2 expression classes")
+        if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):
+            raise UserError(f"background {self.background} must be three values in 0-255, e.g. 255,255,255")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,6 +105,8 @@ class TrainConfig:
             raise UserError("--epochs, --steps and --minutes cannot be negative")
         if self.lr <= 0:
             raise UserError(f"learning rate {self.lr} must be positive")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise UserError(f"betas {self.betas} must be two numbers in [0, 1), e.g. 0.5,0.999")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"device '{self.device}' is not one of auto, cpu, cuda")
 
@@ -112,9 +116,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
-        model = ModelConfig.from_dict(d.pop("model", {}))
+        model_d = d.pop("model", {})
+        model = ModelConfig.from_dict(model_d)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        model_known = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown = (set(d) - known) | {f"model.{k}" for k in set(model_d) - model_known}
         if unknown:
             raise UserError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
         if "betas" in d:
@@ -157,6 +163,33 @@ def _coerce(text: str, current: Any) -> Any:
     return type(current)(text)
 
 
+def _check_types(values: Any, current: dict[str, Any], where: str, prefix: str = "") -> None:
+    """Values from a file must have the type of the value they replace (an int passes for a float)."""
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: expected a JSON object of settings{f' for {prefix[:-1]}' if prefix else ''}")
+    for key, value in values.items():
+        if key not in current:  # unknown keys are reported with all the others by TrainConfig.from_dict
+            continue
+        old = current[key]
+        if isinstance(old, dict):
+            _check_types(value, old, where, f"{prefix}{key}.")
+            continue
+        if isinstance(old, (tuple, list)):
+            ok = isinstance(value, list) and (not old or all(_same_type(v, old[0]) for v in value))
+        else:
+            ok = _same_type(value, old)
+        if not ok:
+            raise UserError(f"{where}: '{prefix}{key}' should be like {json.dumps(old)}, not {json.dumps(value)}")
+
+
+def _same_type(value: Any, like: Any) -> bool:
+    if isinstance(like, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(like, bool)
+    if isinstance(like, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(like))
+
+
 def build_config(preset: str = "cpu", file: Path | None = None, overrides: list[str] | None = None,
                  base: dict[str, Any] | None = None) -> TrainConfig:
     """Preset (or a saved run's `base` configuration), then a JSON config file, then `key=value`
@@ -166,11 +199,13 @@ def build_config(preset: str = "cpu", file: Path | None = None, overrides: list[
     d = _merge(TrainConfig().to_dict(), base if base is not None else PRESETS[preset])
     if file is not None:
         try:
-            d = _merge(d, json.loads(Path(file).read_text()))
+            values = json.loads(Path(file).read_text())
         except FileNotFoundError:
             raise UserError(f"config file {file} does not exist") from None
         except json.JSONDecodeError as err:
             raise UserError(f"config file {file} is not valid JSON: {err}") from None
+        _check_types(values, d, f"config file {file}")
+        d = _merge(d, values)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
