@@ -86,3 +86,42 @@ def train(
     model = run_training(cfg, run, resume=resume is not None, progress=not quiet)
     console.print(f"[green]done:[/] model {model}, samples in {run / 'samples'}")
 
+
+
+@data_app.command("render")
+def data_render(
+    out: Path = typer.Option(..., help="folder for <char>/<char>_<expression>/<char>_<expression>_<n>.png + manifest.json"),
+    per_class: int = typer.Option(200, help="images per character and expression"),
+    size: int = typer.Option(128, help="image size in pixels, 32..256"),
+    characters: int = typer.Option(6, help="identities, 1..64 (the first 6 are hand-designed)"),
+    seed: int = typer.Option(0, help="random seed: the same arguments give byte-identical files"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (default: every core)"),
+) -> None:
+    """Render the built-in toon faces in FERG-DB's layout, with a ground-truth manifest."""
+    from fexgan.toon import render_dataset
+
+    manifest = render_dataset(out, per_class, size, characters, seed, workers, progress=True)
+    console.print(f"[green]done:[/] {escape(str(manifest))}", highlight=False)
+
+
+@data_app.command("show")
+def data_show(
+    source: str = typer.Argument(..., help="a rendered folder (or FERG-DB), or 'toon' to draw from the renderer"),
+    out: Path = typer.Option(..., help="PNG file to write"),
+    size: int = typer.Option(128, help="face size in pixels for 'toon', 32..256"),
+    characters: int = typer.Option(6, help="identities for 'toon', 1..64"),
+    seed: int = typer.Option(0, help="seed of the extra identities for 'toon'"),
+) -> None:
+    """Write a characters x expressions contact sheet."""
+    from fexgan import toon
+
+    if source == "toon" and not Path(source).is_dir():
+        sheet = toon.toon_contact_sheet(size, characters, seed)
+    else:
+        sheet = toon.folder_contact_sheet(Path(source))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(out)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot write {out}: {err}") from None
+    console.print(f"[green]done:[/] {escape(str(out))}", highlight=False)
