@@ -229,7 +229,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     fixed = sample_sources(data, val_idx if len(val_idx) else train_idx)
     nets.G.train(), nets.D.train()
     start = time.time()
-    window_start, window_images = start, 0
+    window_start, window_images, window_steps = start, 0, 0
     sums: dict[str, torch.Tensor] = {}
 
     def capture() -> dict:
@@ -260,13 +260,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                     sums[k] = sums.get(k, 0) + v
                 step += 1
                 window_images += len(src)
+                window_steps += 1  # not step % log_every: a resumed run may start mid-window
                 if step % cfg.log_every == 0 or progress_fraction() >= 1.0:
-                    n_logged = cfg.log_every if step % cfg.log_every == 0 else (step % cfg.log_every)
                     now = time.time()
                     record = {"step": step, "epoch": sampler.epoch, "time": round(elapsed_before + now - start, 2),
                               "images_per_s": round(window_images / max(now - window_start, 1e-9), 1),
                               "alpha_binary": cfg.alpha_late if late else cfg.alpha,
-                              **{k: round(float(v) / n_logged, 5) for k, v in sums.items()}}
+                              **{k: round(float(v) / window_steps, 5) for k, v in sums.items()}}
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                     for k, v in record.items():
@@ -274,7 +274,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                             writer.add_scalar(k, v, step)
                     bar.update(task, info=f"D {record['d_total']:.3f} G {record['g_total']:.3f} "
                                           f"L1 {record['rec']:.3f} {record['images_per_s']:.0f} img/s")
-                    sums, window_start, window_images = {}, now, 0
+                    sums, window_start, window_images, window_steps = {}, now, 0, 0
                 bar.update(task, completed=step)
                 if cfg.sample_every and step % cfg.sample_every == 0:
                     write_sample_grid(nets.G, data, fixed, device, out / "samples" / f"step_{step:07d}.png",
