@@ -1,0 +1,494 @@
+"""Generation with a trained FExGAN: sample, classify, encode, transfer, mix and morph expressions,
+and the paper's three figures.
+
+    model = fexgan.load("runs/demo")               # run folder, model file or shipped model name
+    joy = model.transfer("face.png", to="joy")     # PIL in, PIL out
+    strip = model.transfer("face.png", to="all")   # one image per expression
+    both = model.mix("face.png", "anger=0.5,sadness=0.5")
+    frames = model.morph("face.png", ["neutral", "joy", "surprise"], frames=36, loop=True)
+    save_gif(frames, "anim.gif", fps=12)
+
+Images go in as PIL images, paths or bytes (any size and mode, through `fexgan.data.prepare_image`);
+a single image gives a single result and a sequence gives a list. The `*_tensor` methods take and
+return batches in [-1, 1] on the model's device. Encodings use the latent mean unless
+`sample_latent=True`; everything random is drawn from a `torch.Generator` seeded by `seed`, on the
+CPU, so results are the same for a seed on any device.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fexgan.checkpoint import LoadedModel, load_model
+from fexgan.data import IMAGE_SUFFIXES, from_pil, load_source, open_image, prepare_image, to_model_input, to_pil
+from fexgan.errors import UserError
+from fexgan.expressions import MIXED_PAIRS, parse_affect
+from fexgan.visuals import image_grid
+
+ImageInput = Union[Image.Image, str, Path, bytes]
+# An affect: an expression name, 'anger=0.5,sadness=0.5', {'anger': 0.5, ...}, a class index or a vector.
+Affect = Union[str, Mapping[str, float], int, Sequence[float], torch.Tensor, np.ndarray]
+
+BATCH = 64          # images per forward pass
+MAX_SAMPLES = 1024  # limits that keep a typo from asking for hours of work
+MAX_FRAMES = 1000
+FIGURE_CELL = 128   # figures show every face at least this large
+
+
+def shipped_models() -> list[str]:
+    """Names of the models that ship inside the package (src/fexgan/pretrained/<name>.safetensors)."""
+    folder = resources.files("fexgan") / "pretrained"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".safetensors")] for p in folder.iterdir() if p.name.endswith(".safetensors"))
+
+
+def resolve_model(model: str | Path) -> Path:
+    """The model file behind MODEL: a run folder (its model.safetensors, else its newest checkpoint),
+    a model file, or the name of a shipped model."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if (path / "model.safetensors").is_file():
+            return path / "model.safetensors"
+        from fexgan.train import latest_checkpoint
+
+        newest = latest_checkpoint(path)
+        if newest is None:
+            raise UserError(f"run folder {path} has no model.safetensors and no checkpoint in checkpoints/ yet")
+        return newest
+    if path.exists():
+        return path
+    shipped = resources.files("fexgan") / "pretrained" / f"{model}.safetensors"
+    if Path(model).name == str(model) and shipped.is_file():
+        return Path(str(shipped))
+    names = ", ".join(shipped_models()) or "none yet"
+    raise UserError(f"model '{model}' not found: MODEL is a run folder (with model.safetensors or checkpoints/), "
+                    f"a .safetensors model file, or a shipped model name (shipped: {names})")
+
+
+def affect_name(vector: torch.Tensor, classes: Sequence[str]) -> str:
+    """'joy' for a one-hot vector, else 'anger0.5+sadness0.5': a label that also works as a file name."""
+    weights = [(c, float(w)) for c, w in zip(classes, vector.tolist()) if abs(w) > 1e-6]
+    if len(weights) == 1 and abs(weights[0][1] - 1.0) < 1e-6:
+        return weights[0][0]
+    return "+".join(f"{c}{w:g}" for c, w in weights) or "zero"
+
+
+def ease(t: torch.Tensor) -> torch.Tensor:
+    """Cosine ease-in-out on [0, 1]: frames linger at the key expressions and move smoothly between."""
+    return (1 - torch.cos(math.pi * t)) / 2
+
+
+def check_range(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise UserError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+class FExGAN:
+    """A trained FExGAN ready to generate: generator, discriminator (None in a generator-only file),
+    configuration and training summary, on one device, in eval mode."""
+
+    def __init__(self, loaded: LoadedModel, device: torch.device, path: Path | None = None):
+        self.generator = loaded.generator.to(device).eval()
+        self.discriminator = loaded.discriminator.to(device).eval() if loaded.discriminator is not None else None
+        self.config = loaded.config
+        self.summary = loaded.summary
+        self.device = device
+        self.path = path
+
+    @classmethod
+    def load(cls, model: str | Path, device: str = "auto") -> "FExGAN":
+        """Load a run folder, a model file or a shipped model name onto `device` (auto | cpu | cuda)."""
+        from fexgan.train import pick_device
+
+        dev = pick_device(device)
+        path = resolve_model(model)
+        return cls(load_model(path, dev), dev, path)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"FExGAN({self.path}, {c.image_size}px, width {c.width}, classes {', '.join(c.classes)}, "
+                f"device {self.device})")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.classes
+
+    # ------------------------------------------------------------------------- inputs
+    def affect(self, spec: Affect) -> torch.Tensor:
+        """One affect vector (classes,) from a name, 'anger=0.5,sadness=0.5', a dict, an index or a vector."""
+        n = len(self.classes)
+        if isinstance(spec, str):
+            return parse_affect(spec, self.classes)
+        if isinstance(spec, Mapping):
+            return parse_affect(",".join(f"{k}={v}" for k, v in spec.items()), self.classes)
+        if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+            if not 0 <= spec < n:
+                raise UserError(f"expression index {spec} is out of range 0..{n - 1}")
+            return F.one_hot(torch.tensor(int(spec)), n).float()
+        try:
+            vec = torch.as_tensor(np.asarray(spec, dtype=np.float32))
+        except (TypeError, ValueError):
+            raise UserError(f"cannot read {spec!r} as an affect; give a name, 'anger=0.5,sadness=0.5', "
+                            f"a dict or {n} numbers") from None
+        if vec.shape != (n,):
+            raise UserError(f"an affect vector needs {n} numbers ({', '.join(self.classes)}), got shape {tuple(vec.shape)}")
+        if not bool(torch.isfinite(vec).all()):
+            raise UserError("affect vector has non-finite values")
+        return vec
+
+    def targets(self, to: Affect | Sequence[Affect]) -> tuple[torch.Tensor, list[str], bool]:
+        """(affects (T, classes), labels, several?) for `to`: 'all', one affect, or a list of affects."""
+        if isinstance(to, str) and to.strip().lower() == "all":
+            return torch.eye(len(self.classes)), list(self.classes), True
+        several = (isinstance(to, (list, tuple)) and len(to) > 0 and not isinstance(to[0], numbers.Number)) or \
+                  (isinstance(to, (torch.Tensor, np.ndarray)) and to.ndim == 2)
+        vectors = torch.stack([self.affect(t) for t in to]) if several else self.affect(to)[None]
+        return vectors, [affect_name(v, self.classes) for v in vectors], several
+
+    def _open(self, images: ImageInput | Sequence[ImageInput]) -> tuple[list[Image.Image], bool]:
+        """Decoded RGBA images and whether a single one was given."""
+        single = isinstance(images, (Image.Image, str, Path, bytes))
+        items = [images] if single else list(images)
+        if not items:
+            raise UserError("no images given")
+        return [open_image(im) for im in items], single
+
+    def prepare(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
+        """Images -> model input (B, 3, S, S) in [-1, 1] on the model's device."""
+        pils, _ = self._open(images)
+        return from_pil(pils, self.config.image_size, self.config.background).to(self.device)
+
+    def _source(self, x: torch.Tensor, source: Affect | None) -> torch.Tensor:
+        """Source affects (B, classes): the given one for all images, or the classifier's prediction."""
+        if source is not None:
+            return self.affect(source).to(self.device).expand(len(x), -1)
+        if self.discriminator is None:
+            raise UserError("this model file has no discriminator to recognise the source expression; "
+                            "give it (--from EXPRESSION / source=...)")
+        predicted = self.classify_tensor(x).argmax(1)
+        return F.one_hot(predicted, len(self.classes)).float()
+
+    # ------------------------------------------------------------------------- tensor API
+    @torch.inference_mode()
+    def classify_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Expression probabilities (B, classes) from the discriminator's auxiliary classifier."""
+        if self.discriminator is None:
+            raise UserError("this model file has no discriminator, so it cannot classify expressions")
+        return torch.cat([self.discriminator(b.to(self.device))[1].softmax(1) for b in x.split(BATCH)])
+
+    @torch.inference_mode()
+    def encode_tensor(self, x: torch.Tensor, source: Affect | None = None, sample_latent: bool = False,
+                      seed: int = 0) -> torch.Tensor:
+        """Latents (B, latent_dim): the mean, or a draw from N(mu, sigma) with `sample_latent`."""
+        x = x.to(self.device)
+        src = self._source(x, source)
+        parts = [self.generator.encoder(xb, sb) for xb, sb in zip(x.split(BATCH), src.split(BATCH))]
+        mu, log_sigma = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if not sample_latent:
+            return mu
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        return mu + log_sigma.exp() * eps
+
+    @torch.inference_mode()
+    def decode_tensor(self, z: torch.Tensor, affect: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) in [-1, 1] from latents (B, latent_dim) and affects (B, classes)."""
+        z, affect = z.to(self.device), affect.to(self.device).expand(len(z), -1)
+        return torch.cat([self.generator.decoder(zb, ab) for zb, ab in zip(z.split(BATCH), affect.split(BATCH))])
+
+    def sample_tensor(self, expression: Affect = "joy", n: int = 16, seed: int = 0) -> torch.Tensor:
+        """The decoder alone from z ~ N(0, I) (paper Fig. 4): (n, 3, S, S)."""
+        check_range("the number of samples", n, 1, MAX_SAMPLES)
+        z = torch.randn(n, self.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+        return self.decode_tensor(z, self.affect(expression)[None])
+
+    def transfer_tensor(self, x: torch.Tensor, targets: torch.Tensor, source: Affect | None = None,
+                        sample_latent: bool = False, seed: int = 0) -> torch.Tensor:
+        """Every image to every target affect (T, classes): (B, T, 3, S, S)."""
+        z = self.encode_tensor(x, source, sample_latent, seed)
+        b, t = len(z), len(targets)
+        out = self.decode_tensor(z.repeat_interleave(t, 0), targets.to(self.device).repeat(b, 1))
+        return out.view(b, t, *out.shape[1:])
+
+    # ------------------------------------------------------------------------- PIL API
+    def sample(self, expression: Affect = "joy", n: int = 16, seed: int = 0) -> list[Image.Image] | list[list[Image.Image]]:
+        """n faces of an expression drawn by the decoder alone; 'all' gives one list per expression,
+        column j using the same latent in every list."""
+        vectors, _, several = self.targets(expression)
+        rows = [to_pil(self.sample_tensor(v, n, seed)) for v in vectors]
+        return rows if several else rows[0]
+
+    def classify(self, images: ImageInput | Sequence[ImageInput]) -> dict[str, float] | list[dict[str, float]]:
+        """Expression probabilities {name: p} per image, from the discriminator's classifier."""
+        pils, single = self._open(images)
+        probs = self.classify_tensor(self.prepare(pils)).cpu()
+        out = [dict(zip(self.classes, p.tolist())) for p in probs]
+        return out[0] if single else out
+
+    def encode(self, images: ImageInput | Sequence[ImageInput], source: Affect | None = None,
+               sample_latent: bool = False, seed: int = 0) -> torch.Tensor:
+        """Latent of each image given its source expression (predicted when None): (latent_dim,) or (B, latent_dim)."""
+        pils, single = self._open(images)
+        z = self.encode_tensor(self.prepare(pils), source, sample_latent, seed)
+        return z[0] if single else z
+
+    def transfer(self, images: ImageInput | Sequence[ImageInput], to: Affect | Sequence[Affect] = "joy",
+                 source: Affect | None = None, keep_size: bool = False, sample_latent: bool = False,
+                 seed: int = 0) -> Any:
+        """Re-draw faces with another expression. `to` is one affect (-> one image per input) or 'all'
+        / a list (-> a list per input). `keep_size` gives each output its input's size and aspect."""
+        pils, single = self._open(images)
+        vectors, _, several = self.targets(to)
+        out = self.transfer_tensor(self.prepare(pils), vectors, source, sample_latent, seed)
+        results = []
+        for original, faces in zip(pils, out):
+            imgs = [restore_size(im, original.size) if keep_size else im for im in to_pil(faces)]
+            results.append(imgs if several else imgs[0])
+        return results[0] if single else results
+
+    def mix(self, image: ImageInput, affect: Affect, source: Affect | None = None, keep_size: bool = False) -> Image.Image:
+        """One face with any affect vector, e.g. 'anger=0.5,sadness=0.5' (paper Fig. 6)."""
+        return self.transfer(image, self.affect(affect), source, keep_size)
+
+    @torch.inference_mode()
+    def morph(self, image: ImageInput, path: Sequence[Affect] = ("neutral", "joy"), frames: int = 24,
+              loop: bool = False, source: Affect | None = None, face_b: ImageInput | None = None,
+              source_b: Affect | None = None) -> list[Image.Image]:
+        """Frames moving smoothly through affect space along `path` (names or affects). With `loop` the
+        path returns to its start and the last frame leads into the first. With `face_b` the latent
+        moves from this face to face_b's at the same time."""
+        check_range("frames", frames, 2, MAX_FRAMES)
+        if not path:
+            raise UserError("a morph needs at least one expression in its path")
+        keys = torch.stack([self.affect(p) for p in path])
+        if loop and len(keys) > 1:
+            keys = torch.cat([keys, keys[:1]])
+        u = torch.arange(frames) / (frames if loop else frames - 1)       # progress in [0, 1]
+        pos = u * (len(keys) - 1)
+        seg = pos.floor().long().clamp(max=max(len(keys) - 2, 0))
+        e = ease(pos - seg)[:, None]
+        affects = keys[seg] * (1 - e) + keys[(seg + 1).clamp(max=len(keys) - 1)] * e
+        z = self.encode(image, source)[None]
+        if face_b is not None:
+            w = ease(1 - (2 * u - 1).abs()) if loop else ease(u)
+            z = torch.lerp(z, self.encode(face_b, source_b)[None], w[:, None].to(self.device))
+        return to_pil(self.decode_tensor(z.expand(frames, -1), affects))
+
+    def morph_faces(self, image_a: ImageInput, image_b: ImageInput, expression: Affect = "neutral",
+                    frames: int = 24, loop: bool = False, source_a: Affect | None = None,
+                    source_b: Affect | None = None) -> list[Image.Image]:
+        """Frames interpolating between two faces' latents, both shown with `expression`."""
+        return self.morph(image_a, [expression], frames, loop, source_a, image_b, source_b)
+
+
+def restore_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Undo `prepare_image`'s pad-to-square and resize: scale to the padded square, crop the padding."""
+    w, h = size
+    side = max(w, h)
+    square = image.resize((side, side), Image.Resampling.LANCZOS)
+    left, top = (side - w) // 2, (side - h) // 2
+    return square.crop((left, top, left + w, top + h))
+
+
+def save_gif(frames: Sequence[Image.Image], path: str | Path, fps: float = 12,
+             frames_dir: str | Path | None = None) -> Path:
+    """Write frames as a looping GIF (identical consecutive frames merge, keeping their time) and,
+    with `frames_dir`, as numbered PNGs."""
+    path = Path(path)
+    if path.suffix.lower() != ".gif":
+        raise UserError(f"output {path} must be a .gif file")
+    if not 0.5 <= fps <= 50:
+        raise UserError(f"fps must be between 0.5 and 50, got {fps}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=list(frames[1:]), duration=round(1000 / fps), loop=0)
+    if frames_dir is not None:
+        folder = Path(frames_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(frames):
+            frame.save(folder / f"frame_{i:04d}.png")
+    return path
+
+
+# ----------------------------------------------------------------------------- the paper's figures
+def figure_cells(images: Sequence[Image.Image]) -> list[Image.Image]:
+    """Images for a labelled sheet, enlarged to at least FIGURE_CELL px high so labels fit."""
+    scale = FIGURE_CELL / images[0].height
+    if scale <= 1:
+        return list(images)
+    return [im.resize((round(im.width * scale), FIGURE_CELL), Image.Resampling.LANCZOS) for im in images]
+
+
+def neutral_faces(run: Path, model: FExGAN) -> tuple[torch.Tensor, list[str]]:
+    """Each character's first neutral face in the run's validation split (train split if the
+    validation split has none): (images in [-1, 1], character names)."""
+    cfg = json.loads((run / "config.json").read_text())
+    split = json.loads((run / "data.json").read_text())
+    classes = model.classes
+    data = load_source(cfg["data"], model.config.image_size, model.config.background, classes)
+    index = {name: i for i, name in enumerate(data.names)}
+    neutral = classes.index("neutral") if "neutral" in classes else 0
+    chosen, names = [], []
+    for ident, character in enumerate(data.identities):
+        for part in ("val", "train"):
+            hits = [index[n] for n in split.get(part, []) if n in index and int(data.identity[index[n]]) == ident
+                    and int(data.expression[index[n]]) == neutral]
+            if hits:
+                chosen.append(hits[0])
+                names.append(character)
+                break
+    if not chosen:
+        raise UserError(f"the data of run {run} ({cfg['data']}) has no {classes[neutral]} face to show")
+    return to_model_input(data.images[torch.tensor(chosen)]), names
+
+
+def figures(run: str | Path, out_dir: str | Path, n: int = 8, seed: int = 0, device: str = "auto") -> list[Path]:
+    """The paper's Figs. 4-6 for a run, as labelled PNGs in `out_dir`; returns their paths."""
+    run, out = Path(run), Path(out_dir)
+    if not (run / "config.json").is_file() or not (run / "data.json").is_file():
+        raise UserError(f"{run} is not a run folder (it needs config.json and data.json)")
+    model = FExGAN.load(run, device)
+    classes = model.classes
+    faces, characters = neutral_faces(run, model)
+    neutral = "neutral" if "neutral" in classes else classes[0]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    rows = [figure_cells(row) for row in model.sample("all", n, seed)]
+    sheet = image_grid(rows, list(classes), title=f"Fig. 4: random samples per expression (decoder alone, seed {seed})")
+    written.append(out / "fig4_random_samples.png")
+    sheet.save(written[-1])
+
+    moved = model.transfer_tensor(faces, torch.eye(len(classes)), source=neutral)
+    rows = [figure_cells(to_pil(face[None]) + to_pil(row)) for face, row in zip(faces, moved)]
+    sheet = image_grid(rows, characters, ["input", *classes], title="Fig. 5: each character's neutral face to every expression")
+    written.append(out / "fig5_transfer.png")
+    sheet.save(written[-1])
+
+    pairs = [(a, b) for a, b in MIXED_PAIRS if a in classes and b in classes]
+    labels = [lab for a, b in pairs for lab in (a, f"{a}+{b}", b)]
+    targets = torch.stack([v for a, b in pairs for v in (model.affect(a), model.affect({a: 0.5, b: 0.5}), model.affect(b))])
+    moved = model.transfer_tensor(faces, targets, source=neutral)
+    rows = [figure_cells(to_pil(face[None]) + to_pil(row)) for face, row in zip(faces, moved)]
+    sheet = image_grid(rows, characters, ["input", *labels], title="Fig. 6: mixed expressions (0.5 + 0.5) between the pure ones")
+    written.append(out / "fig6_mixed.png")
+    sheet.save(written[-1])
+    return written
+
+
+# ----------------------------------------------------------------------------- files the commands write
+IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def image_output(path: str | Path) -> Path:
+    """An output image path with a known suffix."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_OUTPUTS:
+        raise UserError(f"output {path} needs an image suffix ({', '.join(IMAGE_OUTPUTS)})")
+    return path
+
+
+def collect_images(items: Sequence[str | Path]) -> list[Path]:
+    """Image files from files and folders (a folder's own image files, sorted)."""
+    found: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise UserError(f"folder {item} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found += files
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise UserError(f"image {item} does not exist")
+    if not found:
+        raise UserError("give at least one image or folder")
+    return found
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """A distinct output name per input: its stem, with its folder's name (then a number) when stems clash."""
+    stems = [p.stem for p in paths]
+    stems = [f"{p.parent.name}_{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
+    return [f"{s}_{i}" if stems.count(s) > 1 else s for i, s in enumerate(stems)]
+
+
+def write_sample(model: FExGAN, expression: str, n: int, seed: int, out: str | Path) -> Path:
+    """A grid of decoder samples: rows of 8 for one expression, or a row per expression for 'all'."""
+    out = image_output(out)
+    vectors, labels, several = model.targets(expression)
+    faces = model.sample(expression, n, seed)
+    if several:
+        rows = [figure_cells(row) for row in faces]
+        sheet = image_grid(rows, labels, title=f"random samples, seed {seed} (same latent in each column)")
+    else:
+        rows = [figure_cells(faces[i:i + 8]) for i in range(0, n, 8)]
+        sheet = image_grid(rows, title=f"{labels[0]}, seed {seed}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
+def write_transfers(model: FExGAN, inputs: Sequence[Path], to: str, out_dir: str | Path, source: str | None = None,
+                    keep_size: bool = False, sample_latent: bool = False, seed: int = 0) -> list[Path]:
+    """Each input to `to`: <stem>_<expression>.png, or for 'all' a labelled strip <stem>_all.png
+    (the input as the model sees it, then every expression)."""
+    out_dir = Path(out_dir)
+    vectors, labels, several = model.targets(to)
+    if source is not None:
+        model.affect(source)  # a bad --from fails before any work
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stems, size, background = output_stems(inputs), model.config.image_size, model.config.background
+    written = []
+    for start in range(0, len(inputs), BATCH):
+        originals = [open_image(p) for p in inputs[start:start + BATCH]]
+        results = model.transfer(originals, vectors if several else vectors[0], source, keep_size, sample_latent, seed)
+        for stem, original, result in zip(stems[start:start + BATCH], originals, results):
+            if several:
+                shown = original if keep_size else Image.fromarray(prepare_image(original, size, background))
+                path = out_dir / f"{stem}_all.png"
+                image_grid([figure_cells([shown, *result])], col_labels=["input", *labels], background=background).save(path)
+            else:
+                path = out_dir / f"{stem}_{labels[0]}.png"
+                result.save(path)
+            written.append(path)
+    return written
+
+
+def write_mix(model: FExGAN, image: Path, affects: Sequence[str], out: str | Path, source: str | None = None,
+              keep_size: bool = False) -> list[Path]:
+    """Mixed expressions of one face. `out` with an image suffix: that file (a labelled strip of the
+    input and every mix when there are several); otherwise a folder of <stem>_<affect>.png."""
+    if not affects:
+        raise UserError("give at least one --affect, e.g. --affect anger=0.5,sadness=0.5")
+    out = Path(out)
+    vectors = torch.stack([model.affect(a) for a in affects])
+    labels = [affect_name(v, model.classes) for v in vectors]
+    original = open_image(image)
+    results = model.transfer(original, list(vectors), source, keep_size)
+    if out.suffix:
+        out = image_output(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if len(results) == 1:
+            results[0].save(out)
+        else:
+            c = model.config
+            shown = original if keep_size else Image.fromarray(prepare_image(original, c.image_size, c.background))
+            image_grid([figure_cells([shown, *results])], col_labels=["input", *labels], background=c.background).save(out)
+        return [out]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for label, result in zip(labels, results):
+        written.append(out / f"{image.stem}_{label}.png")
+        result.save(written[-1])
+    return written
