@@ -1,0 +1,76 @@
+"""Shared fixtures: a private data cache for the whole session and small, real PNG face trees."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from PIL import Image, ImageDraw
+
+from fexgan.expressions import EXPRESSIONS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point FEXGAN_CACHE at a fresh folder so tests never read or fill the user's cache.
+
+    Set in os.environ (not monkeypatch) so `fexgan` subprocesses inherit it too.
+    """
+    path = tmp_path_factory.mktemp("fexgan-cache")
+    old = os.environ.get("FEXGAN_CACHE")
+    os.environ["FEXGAN_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("FEXGAN_CACHE", None)
+    else:
+        os.environ["FEXGAN_CACHE"] = old
+
+
+FACE_COLOURS = [(230, 180, 140), (120, 200, 120), (140, 160, 240), (240, 220, 90)]
+
+
+def draw_face(identity: int, expression: int, n: int = 0, size: int = 40) -> Image.Image:
+    """An RGBA cartoon face on a transparent background: the face colour and shape tell the
+    identity, the mouth and brows tell the expression, `n` shifts it a little."""
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    s = size / 40
+    dx = (n % 3 - 1) * s
+    box = [4 * s + dx, 4 * s, 36 * s + dx, 36 * s] if identity % 2 == 0 else [7 * s + dx, 2 * s, 33 * s + dx, 38 * s]
+    d.ellipse(box, fill=FACE_COLOURS[identity % len(FACE_COLOURS)] + (255,))
+    for ex in (14, 26):
+        d.ellipse([(ex - 2) * s + dx, 14 * s, (ex + 2) * s + dx, 18 * s], fill=(0, 0, 0, 255))
+        tilt = (expression - 3) * 0.8 * s
+        d.line([(ex - 3) * s + dx, 11 * s - tilt, (ex + 3) * s + dx, 11 * s + tilt], fill=(60, 30, 0, 255), width=1)
+    mouth_w = (4 + expression) * s
+    mouth_h = (1 + (expression * 3) % 7) * s
+    d.rectangle([20 * s - mouth_w / 2 + dx, 26 * s, 20 * s + mouth_w / 2 + dx, 26 * s + mouth_h],
+                fill=(150 + 15 * expression, 20, 40, 255))
+    return img
+
+
+@pytest.fixture(scope="session")
+def make_tree() -> Callable[..., Path]:
+    """Write a tree of real PNG faces: `folder` layout <identity>/<expression>/<n>.png or
+    `ferg` layout <char>/<char>_<expression>/<char>_<expression>_<n>.png."""
+
+    def make(root: Path, layout: str = "folder", identities: int = 2, per_class: int = 2, size: int = 40,
+             expressions: tuple[str, ...] = EXPRESSIONS) -> Path:
+        for i in range(identities):
+            ident = f"char{i}"
+            for e, expr in enumerate(expressions):
+                sub = root / ident / (expr if layout == "folder" else f"{ident}_{expr}")
+                sub.mkdir(parents=True, exist_ok=True)
+                for n in range(per_class):
+                    name = f"{n}.png" if layout == "folder" else f"{ident}_{expr}_{n}.png"
+                    draw_face(i, EXPRESSIONS.index(expr) if expr in EXPRESSIONS else e, n, size).save(sub / name)
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def face_folder(tmp_path_factory: pytest.TempPathFactory, make_tree: Callable[..., Path]) -> Path:
+    """3 identities x 7 expressions x 3 images (63 PNGs) in the folder layout, for training tests."""
+    return make_tree(tmp_path_factory.mktemp("faces"), "folder", identities=3, per_class=3)

@@ -1,0 +1,285 @@
+"""Configuration, one training step, short real runs: run folder, determinism, resume, model files."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from fexgan import checkpoint as ckpt
+from fexgan.config import PRESETS, TrainConfig, build_config
+from fexgan.data import PairSampler, load_source, split_indices
+from fexgan.errors import UserError
+from fexgan.expressions import EXPRESSIONS
+from fexgan.train import build_nets, make_batch, prepare_run, sample_sources, train, train_step, write_sample_grid
+
+FEXGAN = Path(sys.executable).parent / "fexgan"
+STEPS, EVERY = 8, 4
+CPU = torch.device("cpu")
+NO_AUTOCAST = torch.autocast("cpu", enabled=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> None:
+    """Tiny tensors: one thread is fastest, and a shared 2-core machine makes a second thread spin."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny(face_folder: Path, *overrides: str) -> TrainConfig:
+    return build_config("tiny", overrides=[f"data=folder:{face_folder}", "device=cpu", "threads=1", *overrides])
+
+
+def losses(run: Path) -> list[dict]:
+    """Logged records without the wall-clock fields."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "images_per_s")}
+            for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def same_tensors(a: Path, b: Path) -> bool:
+    ta, tb = load_file(str(a)), load_file(str(b))
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory: pytest.TempPathFactory, face_folder: Path) -> Path:
+    """The reference run: 8 steps, checkpoints and sample grids every 4."""
+    out = tmp_path_factory.mktemp("runs") / "a"
+    train(tiny(face_folder, f"steps={STEPS}", f"checkpoint_every={EVERY}", f"sample_every={EVERY}"), out,
+          progress=False)
+    return out
+
+
+def interrupted_copy(run: Path, dest: Path) -> Path:
+    """`run` as it was right after its step-4 checkpoint, as if it had been stopped there."""
+    shutil.copytree(run, dest)
+    for f in ["model.safetensors", "loss_curves.png", "samples/final.png", f"samples/step_{STEPS:07d}.png",
+              f"checkpoints/step_{STEPS:07d}.safetensors", f"checkpoints/step_{STEPS:07d}.state.pt"]:
+        (dest / f).unlink()
+    lines = (dest / "log.jsonl").read_text().splitlines(keepends=True)
+    (dest / "log.jsonl").write_text("".join(lines[:EVERY]))
+    return dest
+
+
+# ----------------------------------------------------------------------------- configuration
+def test_presets() -> None:
+    paper = build_config("paper")
+    assert (paper.model.image_size, paper.model.width, paper.model.latent_dim) == (128, 1.0, 128)
+    assert (paper.batch_size, paper.epochs, paper.lr, paper.betas) == (32, 100, 2e-4, (0.5, 0.999))
+    assert paper.model.classes == EXPRESSIONS and paper.late_fraction == 0.5 and paper.alpha_late < paper.alpha
+    cpu = build_config("cpu")
+    assert cpu.model.image_size == 64 and cpu.model.width < 1
+    t = build_config("tiny")
+    assert t.model.image_size == 32 and t.data == "toon:4" and t.batch_size == 8
+    assert set(PRESETS) == {"paper", "cpu", "tiny"}
+
+
+def test_overrides_take_the_type_of_the_value_they_replace(tmp_path: Path) -> None:
+    cfg = build_config("tiny", overrides=["model.width=0.5", "amp=false", "channels_last=yes", "betas=0.9,0.99",
+                                          "model.background=0,10,20", "steps=7", "lr=1e-3", "data=folder:/x:y"])
+    assert cfg.model.width == 0.5 and cfg.amp is False and cfg.channels_last is True
+    assert cfg.betas == (0.9, 0.99) and cfg.model.background == (0, 10, 20)
+    assert cfg.steps == 7 and isinstance(cfg.steps, int) and cfg.lr == 1e-3 and cfg.data == "folder:/x:y"
+    # a file first, then the overrides
+    (tmp_path / "c.json").write_text(json.dumps({"lr": 0.01, "model": {"latent_dim": 64}, "betas": [0.1, 0.2]}))
+    cfg = build_config("tiny", file=tmp_path / "c.json", overrides=["lr=0.5"])
+    assert (cfg.lr, cfg.model.latent_dim, cfg.betas, cfg.model.width) == (0.5, 64, (0.1, 0.2), 0.0625)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # what config.json round-trips
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.nope=1", "unknown configuration key"), ("nope=1", "unknown configuration key"),
+    ("lr.x=1", "unknown configuration key"), ("lr", "key=value"), ("lr=fast", "not a valid float"),
+    ("steps=2.5", "not a valid int"), ("amp=maybe", "not a valid bool"), ("model.image_size=100", "image size"),
+    ("model.width=0", "width"), ("batch_size=1", "batch size"), ("steps=-1", "negative"),
+    ("betas=0.9", "betas"), ("model.background=0,0", "background"), ("device=tpu", "device"),
+    ("model.classes=joy", "at least 2"),
+])
+def test_bad_overrides_are_user_errors(override: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        build_config("tiny", overrides=[override])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"), ('{"model": {"widht": 0.5}}', "model.widht"), ('{"lr": "fast"}', "'lr'"),
+    ('{"model": 3}', "JSON object"), ("[1, 2]", "JSON object"), ('{"amp": 1}', "'amp'"),
+    ('{"betas": [0.9, "x"]}', "'betas'"),
+])
+def test_bad_config_files_are_user_errors(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "c.json").write_text(content)
+    with pytest.raises(UserError, match=message):
+        build_config("tiny", file=tmp_path / "c.json")
+    with pytest.raises(UserError, match="does not exist"):
+        build_config("tiny", file=tmp_path / "missing.json")
+    with pytest.raises(UserError, match="unknown preset"):
+        build_config("huge")
+
+
+# ----------------------------------------------------------------------------- one step
+@pytest.fixture
+def step_setup(face_folder: Path) -> tuple:
+    cfg = tiny(face_folder)
+    data = load_source(cfg.data, 32)
+    train_idx, _ = split_indices(data, cfg.val_fraction)
+    torch.manual_seed(0)
+    nets = build_nets(cfg, CPU)
+    sampler = PairSampler(data, train_idx, cfg.batch_size, seed=0)
+    batch = make_batch(data, data.images, *sampler.next_batch(), cfg, torch.Generator().manual_seed(1), CPU)
+    return cfg, data, nets, batch
+
+
+def test_one_step_changes_every_parameter_of_both_networks(step_setup: tuple) -> None:
+    cfg, _, nets, batch = step_setup
+    before = {f"{n}.{k}": p.detach().clone() for n, net in (("G", nets.G), ("D", nets.D))
+              for k, p in net.named_parameters()}
+    out = train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST)
+    after = {f"{n}.{k}": p.detach() for n, net in (("G", nets.G), ("D", nets.D)) for k, p in net.named_parameters()}
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert unchanged == []
+    assert len(before) > 40  # encoder, decoder and discriminator layers are all in there
+    assert all(p.requires_grad for p in nets.D.parameters())  # D is unfrozen again after G's update
+    assert {"d_total", "g_total", "rec", "kl", "g_adv", "g_cls", "d_real", "d_fake"} <= set(out)
+    assert all(torch.isfinite(v) for v in out.values())
+
+
+def test_reconstruction_loss_falls_over_a_few_dozen_steps(face_folder: Path, step_setup: tuple) -> None:
+    _, _, nets, batch = step_setup
+    cfg = tiny(face_folder, "gamma=100", "lr=1e-3")
+    for opt in (nets.opt_g, nets.opt_d):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr
+    rec = [train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST)["rec"].item() for _ in range(30)]
+    first, last = sum(rec[:5]) / 5, sum(rec[-5:]) / 5
+    assert last < 0.85 * first, rec
+
+
+def test_model_file_round_trip_reproduces_both_networks(step_setup: tuple, tmp_path: Path) -> None:
+    cfg, _, nets, batch = step_setup
+    train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST)  # batch-norm statistics are no longer the defaults
+    ckpt.save_model(tmp_path / "m.safetensors", nets.G, nets.D, cfg.model, {"note": "x"})
+    loaded = ckpt.load_model(tmp_path / "m.safetensors")
+    assert loaded.config == cfg.model and loaded.summary == {"note": "x"}
+    nets.G.eval(), nets.D.eval()
+    with torch.no_grad():
+        a = nets.G(batch["source"], batch["source_affect"], batch["target_affect"], sample=False)[0]
+        b = loaded.generator(batch["source"], batch["source_affect"], batch["target_affect"], sample=False)[0]
+        assert torch.equal(a, b)
+        assert all(torch.equal(x, y) for x, y in zip(nets.D(batch["source"]), loaded.discriminator(batch["source"])))
+
+
+# ----------------------------------------------------------------------------- whole runs
+def test_run_folder_holds_everything(run_a: Path, face_folder: Path) -> None:
+    for name in ["config.json", "data.json", "log.jsonl", "model.safetensors", "loss_curves.png",
+                 "samples/final.png", f"samples/step_{EVERY:07d}.png", "checkpoints/step_0000004.safetensors",
+                 "checkpoints/step_0000004.state.pt", "checkpoints/step_0000008.safetensors",
+                 "checkpoints/step_0000008.state.pt"]:
+        assert (run_a / name).is_file(), name
+    assert list((run_a / "tb").glob("events.out.tfevents.*"))
+    cfg = TrainConfig.from_dict(json.loads((run_a / "config.json").read_text()))
+    assert cfg == tiny(face_folder, f"steps={STEPS}", f"checkpoint_every={EVERY}", f"sample_every={EVERY}")
+
+    split = json.loads((run_a / "data.json").read_text())
+    data = load_source(cfg.data, 32)
+    train_idx, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
+    assert split["train"] == [data.names[i] for i in train_idx] and split["val"] == [data.names[i] for i in val_idx]
+    assert len(split["train"]) == 42 and len(split["val"]) == 21 and split["images"] == 63
+
+    records = losses(run_a)
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    assert all(r["alpha_binary"] == (cfg.alpha if r["step"] <= STEPS // 2 else cfg.alpha_late) for r in records)
+    # the final grid: a row per identity, the input then every expression
+    with Image.open(run_a / "samples" / "final.png") as grid:
+        assert grid.width > 8 * 32 and grid.height > 3 * 32
+    with Image.open(run_a / "loss_curves.png") as plot:
+        assert plot.width > 400
+
+
+def test_two_runs_with_the_same_seed_log_the_same_losses(run_a: Path, face_folder: Path, tmp_path: Path) -> None:
+    train(tiny(face_folder, f"steps={STEPS}"), tmp_path / "b", progress=False)
+    assert losses(tmp_path / "b") == losses(run_a)
+    assert same_tensors(tmp_path / "b" / "model.safetensors", run_a / "model.safetensors")
+    train(tiny(face_folder, "steps=2", "seed=1"), tmp_path / "c", progress=False)
+    assert losses(tmp_path / "c") != losses(run_a)[:2]
+
+
+def test_resume_in_a_fresh_process_continues_exactly(run_a: Path, tmp_path: Path) -> None:
+    run = interrupted_copy(run_a, tmp_path / "resumed")
+    (run / "checkpoints" / "step_0000006.safetensors").write_bytes(b"half-written")  # skipped, not trusted
+    proc = subprocess.run([str(FEXGAN), "train", "--resume", str(run), "--quiet"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping checkpoint step_0000006" in proc.stdout and "from step 4" in proc.stdout
+    assert losses(run) == losses(run_a)
+    assert same_tensors(run / "model.safetensors", run_a / "model.safetensors")
+
+
+def test_resume_mid_log_window_logs_true_means(run_a: Path, face_folder: Path, tmp_path: Path) -> None:
+    """Resumed at step 4 with log_every=3: records at 6 (steps 5-6) and 8 (steps 7-8, the end)."""
+    run = interrupted_copy(run_a, tmp_path / "resumed")
+    train(tiny(face_folder, f"steps={STEPS}", "log_every=3"), run, resume=True, progress=False)
+    ref, got = losses(run_a), losses(run)[EVERY:]
+    assert [r["step"] for r in got] == [6, 8]
+    for record, (a, b) in zip(got, [(4, 5), (6, 7)]):
+        for key in ("rec", "g_total", "d_total"):
+            assert record[key] == pytest.approx((ref[a][key] + ref[b][key]) / 2, abs=2e-5)
+
+
+def test_model_file_alone_reproduces_the_final_samples(run_a: Path, tmp_path: Path) -> None:
+    loaded = ckpt.load_model(run_a / "model.safetensors")
+    cfg = TrainConfig.from_dict(json.loads((run_a / "config.json").read_text()))
+    assert loaded.config == cfg.model and loaded.summary["steps"] == STEPS
+    assert same_tensors(run_a / "model.safetensors", run_a / f"checkpoints/step_{STEPS:07d}.safetensors")
+    data = load_source(cfg.data, 32)
+    _, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
+    write_sample_grid(loaded.generator, data, sample_sources(data, val_idx), CPU, tmp_path / "again.png",
+                      f"final (step {STEPS})")
+    with Image.open(run_a / "samples" / "final.png") as a, Image.open(tmp_path / "again.png") as b:
+        assert a.size == b.size and a.tobytes() == b.tobytes()
+
+
+def test_broken_model_and_state_files_are_user_errors(run_a: Path, tmp_path: Path) -> None:
+    good = (run_a / "model.safetensors").read_bytes()
+    cases = {"missing.safetensors": None, "garbage.safetensors": b"\x00garbage" * 50, "empty.safetensors": b"",
+             "truncated.safetensors": good[: len(good) // 2]}
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError):
+            ckpt.load_model(tmp_path / name)
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))  # safetensors, but not ours
+    with pytest.raises(UserError, match="not a fexgan model"):
+        ckpt.load_model(tmp_path / "other.safetensors")
+    # weights that do not match the configuration stored beside them
+    tensors = load_file(str(run_a / "model.safetensors"))
+    cfg = json.loads(ckpt.safe_open(str(run_a / "model.safetensors"), "pt").metadata()["model_config"])
+    save_file(tensors, str(tmp_path / "wide.safetensors"),
+              {"format": ckpt.FORMAT, "model_config": json.dumps({**cfg, "width": 0.125})})
+    with pytest.raises(UserError, match="shape"):
+        ckpt.load_model(tmp_path / "wide.safetensors")
+
+    (tmp_path / "bad.state.pt").write_bytes(b"nope")
+    with pytest.raises(UserError):
+        ckpt.load_state(tmp_path / "bad.state.pt")
+    torch.save({"code": Path("x")}, tmp_path / "pickled.state.pt")  # an arbitrary object: refused
+    with pytest.raises(UserError, match="refusing"):
+        ckpt.load_state(tmp_path / "pickled.state.pt")
+
+
+def test_user_mistakes_write_nothing(run_a: Path, face_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="need at least"):
+        train(tiny(face_folder, "batch_size=40"), tmp_path / "big", progress=False)
+    assert not (tmp_path / "big").exists()
+    before = {p: p.stat().st_mtime_ns for p in run_a.rglob("*")}
+    with pytest.raises(UserError, match="already holds a run"):
+        train(tiny(face_folder, "steps=1"), run_a, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in run_a.rglob("*")} == before
+    with pytest.raises(UserError, match="not a run folder"):
+        prepare_run(tmp_path, tiny(face_folder), resume=True)
