@@ -77,3 +77,12 @@ def test_bad_option_values_are_one_line(tmp_path: Path) -> None:
     proc = fexgan("train", "--preset", "tiny", "--set", "model.widht=2", cwd=tmp_path)
     assert_one_line_error(proc, "model.widht")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tiny_preset_trains_on_its_default_toon_data(tmp_path: Path) -> None:
+    proc = fexgan("train", "--preset", "tiny", "--steps", "2", "--out", "run", "--device", "cpu", "--quiet",
+                  "--set", "threads=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "toon:4" in (tmp_path / "run" / "config.json").read_text()
+    assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "samples" / "final.png").is_file()
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2

@@ -56,6 +56,22 @@ def test_folder_names_are_case_insensitive_and_accept_aliases(tmp_path: Path) ->
     assert got == {folder: e for e, folder in names.items()}
 
 
+def test_toon_source_renders_once_then_reads_its_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEXGAN_CACHE", str(tmp_path))
+    ds = load_source("toon:2:3", 32)
+    assert ds.images.shape == (42, 3, 32, 32) and len(ds.identities) == 3 and ds.skipped == []
+    assert ds.summary()["per_expression"] == {e: 6 for e in EXPRESSIONS}
+    for name, e, i in zip(ds.names, ds.expression.tolist(), ds.identity.tolist()):
+        assert name.split("/")[:2] == [ds.identities[i], EXPRESSIONS[e]]
+    (cache_file,) = tmp_path.iterdir()
+    stamp = cache_file.stat().st_mtime_ns
+    again = load_source("toon:2:3", 32)
+    assert torch.equal(again.images, ds.images) and cache_file.stat().st_mtime_ns == stamp
+    assert list(tmp_path.iterdir()) == [cache_file]
+    with pytest.raises(UserError, match="toon:PER_CLASS"):
+        load_source("toon:many", 32)
+
+
 # ----------------------------------------------------------------------------- image formats
 @pytest.fixture
 def odd_tree(tmp_path: Path, make_tree: Callable[..., Path]) -> Path:
