@@ -279,6 +279,14 @@ def _mix(a: RGB, b: RGB, t: float) -> RGB:
 
 
 @lru_cache(maxsize=None)
+def _lin(a: float, b: float, n: int) -> np.ndarray:
+    """``np.linspace``, cached (read-only: the renderer reuses these every face)."""
+    out = np.linspace(a, b, n)
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=None)
 def _circle(n: int) -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([np.cos(t), np.sin(t)], axis=1)
@@ -290,12 +298,15 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 24) -> np.ndar
 
 def _normals(pts: np.ndarray, closed: bool) -> np.ndarray:
     """Unit normals of a polyline (left of the direction of travel)."""
+    tan = np.empty_like(pts)
+    tan[1:-1] = pts[2:] - pts[:-2]
     if closed:
-        tan = np.roll(pts, -1, axis=0) - np.roll(pts, 1, axis=0)
+        tan[0], tan[-1] = pts[1] - pts[-1], pts[0] - pts[-2]
     else:
-        tan = np.gradient(pts, axis=0)
-    norm = np.hypot(tan[:, 0], tan[:, 1])[:, None] + 1e-9
-    return np.stack([-tan[:, 1], tan[:, 0]], axis=1) / norm
+        tan[0], tan[-1] = pts[1] - pts[0], pts[-1] - pts[-2]
+    nrm = np.empty_like(tan)
+    nrm[:, 0], nrm[:, 1] = -tan[:, 1], tan[:, 0]
+    return nrm / (np.hypot(tan[:, 0], tan[:, 1])[:, None] + 1e-9)
 
 
 def _stroke(pts: np.ndarray, half: float | np.ndarray) -> np.ndarray:
@@ -307,7 +318,7 @@ def _stroke(pts: np.ndarray, half: float | np.ndarray) -> np.ndarray:
 def _grow(pts: np.ndarray, d: float) -> np.ndarray:
     """A closed polygon moved outwards by ``d`` along its normals (its outline, drawn below it)."""
     x, y = pts[:, 0], pts[:, 1]
-    area = np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))
+    area = np.dot(x[:-1], y[1:]) - np.dot(y[:-1], x[1:]) + x[-1] * y[0] - y[-1] * x[0]
     return pts - np.sign(area) * d * _normals(pts, closed=True)
 
 
@@ -321,8 +332,9 @@ def _ring(pts: np.ndarray, half: float) -> np.ndarray:
 def _clip_disc(cx: float, cy: float, r: float, xs: np.ndarray, top: np.ndarray,
                bottom: np.ndarray, n: int = 15) -> np.ndarray | None:
     """The part of a disc between two curves y=top(x) and y=bottom(x) (xs increasing)."""
-    x = cx - r * np.cos(np.linspace(0, np.pi, n))
-    h = r * np.sin(np.linspace(0, np.pi, n))
+    t = _lin(0, np.pi, n)
+    x = cx - r * np.cos(t)
+    h = r * np.sin(t)
     lo = np.maximum(cy - h, np.interp(x, xs, top))
     hi = np.minimum(cy + h, np.interp(x, xs, bottom))
     keep = (x > xs[0]) & (x < xs[-1]) & (lo < hi)
@@ -343,6 +355,10 @@ class _Painter:
         if pts is not None and len(pts) >= 3:
             self.polys.append(pts)
             self.colors.append((*color, 255))
+
+    def extend(self, other: _Painter) -> None:
+        self.polys += other.polys
+        self.colors += other.colors
 
     def outlined(self, pts: np.ndarray, color: RGB, width: float = 0.022,
                  line: RGB | None = None) -> None:
@@ -492,7 +508,7 @@ def _brows(p: _Painter, ch: Character, k: dict[str, float]) -> None:
     color = ch.brow or _shade(ch.hair, 0.55)
     rh = 0.155 * ch.eye_size * ch.eye_round
     base = _EYE_Y - rh - 0.11
-    t = np.linspace(0, 1, 9)
+    t = _lin(0, 1, 9)
     for side in (-1, 1):
         lift = 0.045 * k["sneer"] * side  # disgust: the sneering side's brow sits lower
         xi = side * (0.1 * ch.eye_gap - 0.05 * k["brow_knit"])
@@ -507,7 +523,7 @@ def _brows(p: _Painter, ch: Character, k: dict[str, float]) -> None:
 def _eyes(p: _Painter, ch: Character, k: dict[str, float], v: Variation) -> None:
     rw = 0.155 * ch.eye_size
     rh = rw * ch.eye_round
-    u = -np.cos(np.linspace(0, np.pi, 17))  # -1 inner corner .. 1 outer corner
+    u = -np.cos(_lin(0, np.pi, 17))  # -1 inner corner .. 1 outer corner
     f = (1 - u ** 2) ** ch.eye_shape
     inner, outer = (1 - u) / 2, (1 + u) / 2
     o_up = (1 + 0.5 * k["lid_raise"] - 0.45 * k["lid_tighten"] - 0.3 * k["lid_droop"]
@@ -558,7 +574,7 @@ def _nose(p: _Painter, ch: Character, k: dict[str, float]) -> float:
                         [0.04, y + 0.015]]) * (s, 1) + (0, 0)
         p.line(pts, dark, np.array([0.004, 0.008, 0.011, 0.01, 0.005]))
     elif ch.nose == "wide":
-        t = np.linspace(-1, 1, 9)
+        t = _lin(-1, 1, 9)
         p.line(np.stack([t * 0.1 * s * flare, y + 0.025 - 0.03 * (1 - t ** 2)], 1), dark, 0.011)
         for side in (-1, 1):
             p.fill(_ellipse(side * 0.05 * s * flare, y + 0.005, 0.022, 0.015, 10), _shade(ch.skin, 0.5))
@@ -568,26 +584,26 @@ def _nose(p: _Painter, ch: Character, k: dict[str, float]) -> float:
         a = min((wr - 0.25) / 0.6, 1.0)
         for j in range(3):
             yy = _EYE_Y + 0.02 + 0.045 * j - 0.02 * wr
-            xx = np.linspace(-0.05, 0.05, 5)
+            xx = _lin(-0.05, 0.05, 5)
             p.line(np.stack([xx, yy - 0.012 * np.cos(xx * 30)], 1), _shade(ch.skin, 0.6),
                    0.009 * a)
     return y
 
 
 def _cheeks(p: _Painter, ch: Character, k: dict[str, float], nose_y: float) -> None:
+    """Blush (stronger when the cheeks rise), freckles, and the folds beside the nose."""
     amount = min(0.25 * ch.blush + 0.3 * max(k["cheek_raise"], 0), 0.5)
-    dark = _shade(ch.skin, 0.62)
-    for side in (-1, 1):
-        if amount > 0.04:
+    if amount > 0.04:
+        for side in (-1, 1):
             p.fill(_ellipse(side * 0.42, 0.33 - 0.04 * k["cheek_raise"], 0.11, 0.065, 16),
                    _mix(ch.skin, (255, 96, 110), amount))
-        if ch.freckles:
-            for fx, fy in ((0.34, 0.27), (0.42, 0.3), (0.5, 0.26), (0.38, 0.35), (0.47, 0.36)):
-                p.fill(_ellipse(side * fx, fy, 0.014, 0.014, 8), _mix(ch.skin, (150, 80, 40), 0.45))
+    p.extend(_layers(ch)[2])
+    dark = _shade(ch.skin, 0.62)
+    for side in (-1, 1):
         fold = (0.9 * k["sneer"] * (side < 0) + 0.5 * k["upper_lip_raise"] + 0.5 * k["cheek_raise"]
                 - 0.25)
         if fold > 0:
-            t = np.linspace(0, 1, 7)
+            t = _lin(0, 1, 7)
             pts = np.stack([side * (0.13 + 0.13 * t + 0.05 * np.sin(np.pi * t)),
                             nose_y - 0.03 + (_MOUTH_Y - nose_y + 0.02) * t], 1)
             p.line(pts, dark, min(fold, 1) * 0.011 * np.sin(np.pi * (0.1 + 0.8 * t)))
@@ -597,10 +613,10 @@ def _wrinkles(p: _Painter, ch: Character, k: dict[str, float]) -> None:
     dark = _shade(ch.skin, 0.65)
     up = max(k["brow_inner_up"], k["brow_outer_up"]) - 0.4
     if up > 0:
-        x = np.linspace(-0.22, 0.22, 9)
+        x = _lin(-0.22, 0.22, 9)
         for j in range(2):
             y = -0.36 - 0.07 * j + 0.015 * np.sin(x * 14 + j)
-            p.line(np.stack([x, y], 1), dark, min(up / 0.5, 1) * 0.01 * np.sin(np.linspace(0.3, 2.8, 9)))
+            p.line(np.stack([x, y], 1), dark, min(up / 0.5, 1) * 0.01 * np.sin(_lin(0.3, 2.8, 9)))
     knit = max(k["brow_knit"], k["brow_lower"]) - 0.45
     if knit > 0:
         for side in (-1, 1):
@@ -608,16 +624,14 @@ def _wrinkles(p: _Painter, ch: Character, k: dict[str, float]) -> None:
             p.line(pts, dark, min(knit / 0.4, 1) * np.array([0.004, 0.009, 0.004]))
 
 
-def _beard(p: _Painter, ch: Character, k: dict[str, float]) -> None:
-    jaw = k["mouth_open"] * 0.12
+def _beard(p: _Painter, ch: Character) -> None:
     if ch.beard == "full":
         arc = _arc(ch, 0.1, np.pi - 0.1, 0.05, 24)
-        arc[:, 1] += jaw * np.clip(arc[:, 1], 0, 1)
         inner = np.array([[-ch.head_w, 0.2], [-0.45, 0.42], [-0.2, 0.4], [0.0, 0.42], [0.2, 0.4],
                           [0.45, 0.42], [ch.head_w, 0.2]])
         p.outlined(np.concatenate([arc, inner]), ch.hair, 0.018)
     elif ch.beard == "goatee":
-        p.outlined(_ellipse(0, _MOUTH_Y + 0.2 + jaw, 0.13, 0.1, 16), ch.hair, 0.018)
+        p.outlined(_ellipse(0, _MOUTH_Y + 0.22, 0.13, 0.1, 16), ch.hair, 0.018)
 
 
 def _mouth(p: _Painter, ch: Character, k: dict[str, float]) -> None:
@@ -625,7 +639,7 @@ def _mouth(p: _Painter, ch: Character, k: dict[str, float]) -> None:
     up, down, ulr, sn = k["corner_up"], k["corner_down"], max(k["upper_lip_raise"], 0), k["sneer"]
     hw = max(0.19 * ch.mouth_width * (1 + 0.4 * st + 0.3 * up + 0.15 * down - 0.5 * rd + 0.1 * op),
              0.05)
-    xr = -np.cos(np.linspace(0, np.pi, 25))
+    xr = -np.cos(_lin(0, np.pi, 25))
     prof = 1 - xr ** 2
     cl = -0.12 * up + 0.1 * down + 0.02 * st - 0.09 * sn
     cr = -0.12 * up + 0.1 * down + 0.02 * st + 0.02 * sn
@@ -673,7 +687,7 @@ def _mouth(p: _Painter, ch: Character, k: dict[str, float]) -> None:
 def _mustache(p: _Painter, ch: Character, k: dict[str, float]) -> None:
     y = _MOUTH_Y - 0.07 - 0.1 * k["corner_up"] * 0.5 - 0.07 * max(k["upper_lip_raise"], 0)
     for side in (-1, 1):
-        t = np.linspace(0, 1, 8)
+        t = _lin(0, 1, 8)
         pts = np.stack([side * (0.02 + 0.24 * t), y + 0.05 * t ** 2 - 0.02 * np.sin(np.pi * t)], 1)
         p.line(pts, _shade(ch.hair, 0.8), 0.035 * (1 - 0.7 * t) + 0.008)
 
@@ -697,22 +711,39 @@ def _glasses(p: _Painter, ch: Character) -> None:
                      _EYE_Y - 0.05 - 0.02 * np.sin(np.linspace(0, np.pi, 5))], 1), col, 0.014)
 
 
+@lru_cache(maxsize=256)
+def _layers(ch: Character) -> tuple[_Painter, _Painter, _Painter, _Painter]:
+    """The parts no expression moves, built once per character: below the face (back hair,
+    neck, ears, head), above the forehead (front hair, beard), freckles, glasses."""
+    below, above, freckles, glasses = _Painter(), _Painter(), _Painter(), _Painter()
+    _hair_back(below, ch)
+    _body(below, ch)
+    _ears(below, ch)
+    below.outlined(_head_outline(ch), ch.skin)
+    _hair_front(above, ch)
+    _beard(above, ch)
+    if ch.freckles:
+        for side in (-1, 1):
+            for fx, fy in ((0.34, 0.27), (0.42, 0.3), (0.5, 0.26), (0.38, 0.35), (0.47, 0.36)):
+                freckles.fill(_ellipse(side * fx, fy, 0.014, 0.014, 8),
+                              _mix(ch.skin, (150, 80, 40), 0.45))
+    if ch.glasses != "none":
+        _glasses(glasses, ch)
+    return below, above, freckles, glasses
+
+
 def _render(ch: Character, controls: np.ndarray, v: Variation, size: int) -> np.ndarray:
     """Draw one face; ``controls`` in ``CONTROLS`` order, before the variation's intensity."""
     k = dict(zip(CONTROLS, np.clip(controls * v.intensity, -1.0, 1.5).tolist()))
+    below, above, _, glasses = _layers(ch)
     p = _Painter()
-    _hair_back(p, ch)
-    _body(p, ch)
-    _ears(p, ch)
-    p.outlined(_head_outline(ch), ch.skin)
+    p.extend(below)
     _wrinkles(p, ch, k)
-    _hair_front(p, ch)
-    _beard(p, ch, k)
+    p.extend(above)
     nose_y = _NOSE_Y - 0.035 * k["nose_wrinkle"]
     _cheeks(p, ch, k, nose_y)
     _eyes(p, ch, k, v)
-    if ch.glasses != "none":
-        _glasses(p, ch)
+    p.extend(glasses)
     _brows(p, ch, k)
     _nose(p, ch, k)
     if ch.mustache:
