@@ -142,7 +142,7 @@ class Character:
 _DEFAULTS: tuple[Character, ...] = (
     Character("ada", skin=(255, 214, 186), hair=(92, 54, 34), iris=(58, 150, 86),
               shirt=(40, 160, 160), head_w=0.66, head_top=0.80, head_bottom=0.84, jaw=0.32,
-              hair_back="long", hair_front="swept", eye_size=1.05, eye_round=0.85,
+              ears="none", hair_back="long", hair_front="swept", eye_size=1.05, eye_round=0.85,
               eye_shape=0.75, eye_tilt=0.15, lashes=True, brow_thick=0.8, nose="button",
               nose_size=0.8, lips=(220, 90, 110), blush=0.45),
     Character("bo", skin=(132, 84, 56), hair=(28, 24, 26), iris=(96, 56, 28),
@@ -152,7 +152,7 @@ _DEFAULTS: tuple[Character, ...] = (
               earrings=(250, 200, 60)),
     Character("cleo", skin=(252, 228, 214), hair=(214, 100, 36), iris=(54, 116, 214),
               shirt=(150, 80, 190), head_w=0.70, head_top=0.80, head_bottom=0.78, jaw=0.38,
-              hair_back="bob", hair_front="bangs", eye_size=1.15, eye_round=1.0, eye_gap=1.02,
+              ears="none", hair_back="bob", hair_front="bangs", eye_size=1.15, eye_round=1.0, eye_gap=1.02,
               brow_thick=0.8, brow_arch=0.05, nose="button", nose_size=0.7,
               mouth_width=0.9, blush=0.3, freckles=True),
     Character("dex", skin=(226, 172, 120), hair=(244, 204, 78), iris=(108, 128, 150),
@@ -193,13 +193,15 @@ def _random_character(rng: np.random.Generator, name: str) -> Character:
     def jitter(color: RGB) -> RGB:
         return tuple(int(np.clip(c + rng.integers(-14, 15), 0, 255)) for c in color)  # type: ignore[return-value]
 
+    hair_back = pick(["none", "bob", "long", "afro", "bun"])
     return Character(
         name, skin=jitter(pick(_SKINS)), hair=jitter(pick(_HAIRS)), iris=jitter(pick(_IRISES)),
         shirt=tuple(int(c) for c in rng.integers(30, 250, 3)),  # type: ignore[arg-type]
         head_w=float(rng.uniform(0.63, 0.75)), head_top=float(rng.uniform(0.76, 0.86)),
         head_bottom=float(rng.uniform(0.76, 0.88)), jaw=float(rng.uniform(0.0, 0.55)),
-        square=float(rng.uniform(2.0, 3.0)), ears=pick(["round", "round", "pointy"]),
-        hair_back=pick(["none", "bob", "long", "afro", "bun"]),
+        square=float(rng.uniform(2.0, 3.0)),
+        ears="none" if hair_back in ("bob", "long") else pick(["round", "round", "pointy"]),
+        hair_back=hair_back,
         hair_front=pick(["bald", "short", "bangs", "swept", "spiky", "curly"]),
         eye_size=float(rng.uniform(0.85, 1.15)), eye_round=float(rng.uniform(0.75, 1.05)),
         eye_shape=float(rng.uniform(0.5, 0.8)), eye_gap=float(rng.uniform(0.93, 1.05)),
@@ -425,8 +427,9 @@ def _arc(ch: Character, t0: float, t1: float, grow: float, n: int) -> np.ndarray
 def _hair_back(p: _Painter, ch: Character) -> None:
     w, top = ch.head_w, ch.head_top
     if ch.hair_back == "bob":
-        arc = _arc(ch, np.pi - 0.7, 2 * np.pi + 0.7, 0.1, 30)
-        p.outlined(np.concatenate([arc, [[w + 0.1, 0.55], [-w - 0.1, 0.55]]]), ch.hair)
+        arc = _arc(ch, np.pi - 0.8, 2 * np.pi + 0.8, 0.14, 32)
+        x, y = arc[-1]
+        p.outlined(np.concatenate([arc, [[x + 0.06, y + 0.04], [-x - 0.06, y + 0.04]]]), ch.hair)
     elif ch.hair_back == "long":
         arc = _arc(ch, np.pi - 0.1, 2 * np.pi + 0.1, 0.09, 30)
         tail = [[w + 0.16, 0.6], [w + 0.2, 0.95], [w - 0.1, 1.0], [-w + 0.1, 1.0], [-w - 0.2, 0.95],
