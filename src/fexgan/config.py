@@ -78,7 +78,7 @@ class TrainConfig:
     alpha_late: float = 0.1          # ... its binary adversarial part after `late_fraction` of training
     late_fraction: float = 0.5       # the paper lowers the adversarial weight after half the epochs
     beta: float = 0.01               # weight of the KL term
-    gamma: float = 10.0              # weight of the L1 reconstruction term
+    gamma: float = 100.0             # weight of the L1 reconstruction term
     target_jitter: float = 0.0       # std of normal noise added to the target affect vector (paper, Sec. 3.1)
     augment_shift: float = 0.06      # random translation as a fraction of the image size
     augment_scale: float = 0.05      # random zoom +- this fraction
