@@ -55,16 +55,16 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 def save_model(path: Path, generator: Generator, discriminator: Discriminator | None, cfg: ModelConfig,
                summary: dict | None = None) -> None:
     """Write generator (+ discriminator) weights and the configuration into one safetensors file."""
-    tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in _plain(generator).state_dict().items()}
+    tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in unwrap(generator).state_dict().items()}
     if discriminator is not None:
         tensors.update({f"discriminator.{k}": v.detach().cpu().contiguous()
-                        for k, v in _plain(discriminator).state_dict().items()})
+                        for k, v in unwrap(discriminator).state_dict().items()})
     metadata = {"format": FORMAT, "model_config": json.dumps(cfg.to_dict()), "summary": json.dumps(summary or {})}
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def _plain(module: torch.nn.Module) -> torch.nn.Module:
-    """Unwrap DistributedDataParallel / torch.compile wrappers."""
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The plain network inside a DistributedDataParallel / torch.compile wrapper."""
     module = getattr(module, "module", module)
     return getattr(module, "_orig_mod", module)
 

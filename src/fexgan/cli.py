@@ -61,10 +61,25 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="override any value: --set lr=1e-4 --set model.width=0.5"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    nproc: int = typer.Option(1, min=1, max=1024, help="processes on this machine: runs torchrun for you (gloo on CPU, NCCL with one GPU each)"),
 ) -> None:
     """Train FExGAN (preset, then --config file, then flags and --set overrides)."""
     import json
+    import os
     import time
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from fexgan.distributed import launch
+
+        args = sys.argv[sys.argv.index("train") + 1:]
+        args = [a for i, a in enumerate(args) if not (a.startswith("--nproc") or (i and args[i - 1] == "--nproc"))]
+        if out is None and resume is None:
+            out = Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+            args += ["--out", str(out)]
+        launch(nproc, args)
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and out is None and resume is None:
+        raise UserError("under torchrun give the run folder with --out (every process must use the same one)")
 
     from fexgan.config import build_config
 
@@ -84,7 +99,8 @@ def train(
     from fexgan.train import train as run_training
 
     model = run_training(cfg, run, resume=resume is not None, progress=not quiet)
-    console.print(f"[green]done:[/] model {model}, samples in {run / 'samples'}")
+    if os.environ.get("RANK", "0") == "0":
+        console.print(f"[green]done:[/] model {model}, samples in {run / 'samples'}")
 
 
 

@@ -87,6 +87,7 @@ class TrainConfig:
     amp: bool = True                 # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True       # on CUDA
     compile: bool = False
+    sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     threads: int = 0                 # torch intra-op threads on CPU; 0 = all cores
     log_every: int = 20
     sample_every: int = 500

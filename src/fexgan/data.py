@@ -331,16 +331,18 @@ class PairSampler:
         return max(1, len(self.indices) // (self.batch_size * self.world))
 
     def _new_order(self) -> torch.Tensor:
+        """The epoch's permutation as (steps, processes, batch): every process holds the same order
+        (so any rank's state resumes any rank) and takes its own disjoint column."""
         perm = self.indices[torch.randperm(len(self.indices), generator=self.generator)]
         usable = self.steps_per_epoch * self.batch_size * self.world
-        return perm[:usable].view(-1, self.world, self.batch_size)[:, self.rank].reshape(-1)
+        return perm[:usable].view(-1, self.world, self.batch_size)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(source indices, target expressions, target image indices), each (batch,)."""
-        if self.position + self.batch_size > len(self.order):
+        if self.position >= len(self.order):
             self.epoch, self.position, self.order = self.epoch + 1, 0, self._new_order()
-        src = self.order[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
+        src = self.order[self.position, self.rank]
+        self.position += 1
         ident = self.data.identity[src]
         available = (self.counts[ident] > 0).float()          # expressions this identity has in the split
         target = torch.multinomial(available, 1, generator=self.generator).squeeze(1)

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from fexgan import checkpoint as ckpt
+from fexgan import distributed as dist_
 from fexgan.config import TrainConfig
 from fexgan.data import ImageSet, PairSampler, augment, load_source, split_indices, to_model_input, to_pil
 from fexgan.errors import UserError
@@ -49,13 +51,20 @@ class Nets:
     opt_d: torch.optim.Optimizer
 
 
-def build_nets(cfg: TrainConfig, device: torch.device) -> Nets:
+def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None = None) -> Nets:
+    """Networks and Adam optimisers; under torchrun each network is wrapped in DDP (rank 0's
+    initial weights are broadcast to all), optionally with synchronised batch norm."""
     G, D = Generator(cfg.model).to(device), Discriminator(cfg.model).to(device)
     if device.type == "cuda" and cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas, **fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas, **fused)
+    if ctx is not None and ctx.enabled:
+        if cfg.sync_batchnorm:
+            G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
+        ids = [device.index] if device.type == "cuda" else None
+        G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
     return Nets(G, D, opt_g, opt_d)
 
 
@@ -74,8 +83,8 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
     nets.opt_d.step()
 
     D.requires_grad_(False)  # the generator's pass through D needs no gradients for D's weights
-    with autocast:
-        fake_logit, fake_cls = D(fake)
+    with autocast:  # ... and goes around D's DDP wrapper, so no gradient sync leaks into D
+        fake_logit, fake_cls = ckpt.unwrap(D)(fake)
         g_losses = generator_loss(fake_logit, fake_cls, batch["target_class"], mu, log_sigma, fake.float(),
                                   batch["target"], cfg.alpha, alpha_binary, cfg.beta, cfg.gamma)
     nets.opt_g.zero_grad(set_to_none=True)
@@ -181,24 +190,36 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     """Train FExGAN into the run folder `out` and return the path of the final model file."""
     cfg.validate()
     out = Path(out)
-    device = pick_device(cfg.device)
+    ctx = dist_.setup(pick_device(cfg.device))  # under torchrun: join the process group
+    device, main = ctx.device, ctx.is_main
+    if cfg.batch_size % ctx.world:
+        raise UserError(f"batch size {cfg.batch_size} (global) must be divisible by the {ctx.world} processes")
+    local_batch = cfg.batch_size // ctx.world
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if not main:  # rank 0 builds the data cache first, the others then read it
+        dist_.barrier(ctx)
     data = load_source(cfg.data, cfg.model.image_size, cfg.model.background, cfg.model.classes)
     if len(data) < 2 * cfg.batch_size:
         raise UserError(f"the data has {len(data)} images; need at least {2 * cfg.batch_size} for batch size {cfg.batch_size}")
-    prepare_run(out, cfg, resume)
     train_idx, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
-    (out / "data.json").write_text(json.dumps({
-        "source": cfg.data, **data.summary(), "skipped_files": data.skipped,
-        "train": [data.names[i] for i in train_idx.tolist()], "val": [data.names[i] for i in val_idx.tolist()]}))
-    if data.skipped:
-        print(f"warning: skipped {len(data.skipped)} unreadable images (listed in {out / 'data.json'})")
+    if main:  # only rank 0 writes to the run folder
+        prepare_run(out, cfg, resume)
+        (out / "data.json").write_text(json.dumps({
+            "source": cfg.data, **data.summary(), "skipped_files": data.skipped,
+            "train": [data.names[i] for i in train_idx.tolist()], "val": [data.names[i] for i in val_idx.tolist()]}))
+        if data.skipped:
+            print(f"warning: skipped {len(data.skipped)} unreadable images (listed in {out / 'data.json'})")
+        if ctx.enabled:
+            print(f"distributed: {ctx.world} processes, global batch {cfg.batch_size} "
+                  f"({local_batch} per process), learning rate {cfg.lr}")
+        dist_.barrier(ctx)
 
     torch.manual_seed(cfg.seed)
-    nets = build_nets(cfg, device)
-    sampler = PairSampler(data, train_idx, cfg.batch_size, seed=cfg.seed)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    nets = build_nets(cfg, device, ctx)
+    torch.manual_seed(cfg.seed + ctx.rank)  # each process draws its own latent noise and dropout
+    sampler = PairSampler(data, train_idx, local_batch, seed=cfg.seed, shard=(ctx.rank, ctx.world))
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1 + ctx.rank)
     # Keep the whole uint8 dataset on the GPU when it fits easily: no loader in the hot loop.
     images = data.images.to(device) if device.type == "cuda" and data.images.numel() < 4e9 else data.images
     if device.type == "cpu" and images.device.type == "cpu" and torch.cuda.is_available():
@@ -210,22 +231,23 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         last = latest_checkpoint(out)
         if last is not None:
             loaded = ckpt.load_model(last, device)
-            nets.G.load_state_dict(loaded.generator.state_dict())
-            nets.D.load_state_dict(loaded.discriminator.state_dict())
+            ckpt.unwrap(nets.G).load_state_dict(loaded.generator.state_dict())
+            ckpt.unwrap(nets.D).load_state_dict(loaded.discriminator.state_dict())
             state = ckpt.load_state(last.with_suffix(".state.pt"))
             nets.opt_g.load_state_dict(state["opt_g"])
             nets.opt_d.load_state_dict(state["opt_d"])
             sampler.load_state_dict(state["sampler"])
-            aug_gen.set_state(state["aug_rng"])
-            torch.set_rng_state(state["torch_rng"])
+            aug_gen.set_state(state["aug_rng"][ctx.rank])
+            torch.set_rng_state(state["torch_rng"][ctx.rank])
             step, elapsed_before = state["step"], state["elapsed"]
-            print(f"resuming {out} from step {step}")
+            if main:
+                print(f"resuming {out} from step {step}")
     total_steps = cfg.steps if cfg.steps > 0 else (0 if cfg.minutes > 0 else cfg.epochs * sampler.steps_per_epoch)
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tb"))
-    log_file = open(out / "log.jsonl", "a")
+    writer = SummaryWriter(str(out / "tb")) if main else None
+    log_file = open(out / "log.jsonl", "a") if main else None
     fixed = sample_sources(data, val_idx if len(val_idx) else train_idx)
     nets.G.train(), nets.D.train()
     start = time.time()
@@ -233,67 +255,81 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     sums: dict[str, torch.Tensor] = {}
 
     def capture() -> dict:
+        """Resumable state; every process's RNG states are gathered (a collective: call on all ranks)."""
         return {"step": step, "elapsed": elapsed_before + time.time() - start, "sampler": sampler.state_dict(),
-                "aug_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state()}
+                "aug_rng": dist_.gather(ctx, aug_gen.get_state()), "torch_rng": dist_.gather(ctx, torch.get_rng_state())}
 
     def progress_fraction() -> float:
+        """Share of the run done, by steps or by time; all processes agree on it (the max)."""
         by_time = (elapsed_before + time.time() - start) / (60 * cfg.minutes) if cfg.minutes > 0 else 0.0
-        return max(step / total_steps if total_steps else 0.0, by_time)
+        return dist_.agreed_max(ctx, max(step / total_steps if total_steps else 0.0, by_time))
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                   disable=not progress, transient=False)
+                   disable=not (progress and main), transient=False)
     task = bar.add_task("train", total=total_steps or None, completed=step, info="")
     try:
         with bar:
-            while progress_fraction() < 1.0:
-                late = progress_fraction() >= cfg.late_fraction
+            while (done := progress_fraction()) < 1.0:
+                late = done >= cfg.late_fraction
                 src, target_class, target_idx = sampler.next_batch()
                 batch = make_batch(data, images, src, target_class, target_idx, cfg, aug_gen, device)
                 losses = train_step(nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, autocast)
-                if not bool(torch.isfinite(losses["d_total"] + losses["g_total"])):
+                if not dist_.all_true(ctx, bool(torch.isfinite(losses["d_total"] + losses["g_total"]))):
                     raise UserError(f"training diverged at step {step + 1} (non-finite loss); "
                                     f"lower the learning rate (lr=...) or resume from the last checkpoint")
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0) + v
                 step += 1
-                window_images += len(src)
+                window_images += len(src) * ctx.world
                 window_steps += 1  # not step % log_every: a resumed run may start mid-window
                 if step % cfg.log_every == 0 or progress_fraction() >= 1.0:
+                    sums = dist_.all_mean(ctx, sums)
                     now = time.time()
                     record = {"step": step, "epoch": sampler.epoch, "time": round(elapsed_before + now - start, 2),
                               "images_per_s": round(window_images / max(now - window_start, 1e-9), 1),
                               "alpha_binary": cfg.alpha_late if late else cfg.alpha,
                               **{k: round(float(v) / window_steps, 5) for k, v in sums.items()}}
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                    for k, v in record.items():
-                        if k not in ("step", "epoch"):
-                            writer.add_scalar(k, v, step)
+                    if main:
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                        for k, v in record.items():
+                            if k not in ("step", "epoch"):
+                                writer.add_scalar(k, v, step)
                     bar.update(task, info=f"D {record['d_total']:.3f} G {record['g_total']:.3f} "
                                           f"L1 {record['rec']:.3f} {record['images_per_s']:.0f} img/s")
                     sums, window_start, window_images, window_steps = {}, now, 0, 0
                 bar.update(task, completed=step)
-                if cfg.sample_every and step % cfg.sample_every == 0:
-                    write_sample_grid(nets.G, data, fixed, device, out / "samples" / f"step_{step:07d}.png",
+                if main and cfg.sample_every and step % cfg.sample_every == 0:
+                    write_sample_grid(ckpt.unwrap(nets.G), data, fixed, device, out / "samples" / f"step_{step:07d}.png",
                                       f"step {step}")
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    save_checkpoint(out, nets, cfg, step, capture())
+                    state = capture()
+                    if main:
+                        save_checkpoint(out, nets, cfg, step, state)
     except KeyboardInterrupt:
-        save_checkpoint(out, nets, cfg, step, capture())
-        print(f"interrupted: checkpoint saved at step {step}; continue with --resume {out}")
+        if main and not ctx.enabled:  # under torchrun the peers are gone; the last checkpoint stands
+            save_checkpoint(out, nets, cfg, step, capture())
+            print(f"interrupted: checkpoint saved at step {step}; continue with --resume {out}")
         raise
     finally:
-        log_file.close()
-        writer.close()
+        if main:
+            log_file.close()
+            writer.close()
 
-    save_checkpoint(out, nets, cfg, step, capture())
-    write_sample_grid(nets.G, data, fixed, device, out / "samples" / "final.png", f"final (step {step})")
+    state = capture()
+    in_sync = dist_.replicas_identical(ctx, torch.nn.ModuleList([ckpt.unwrap(nets.G), ckpt.unwrap(nets.D)]))
+    dist_.cleanup(ctx)
+    if not main:
+        return out / "model.safetensors"
+    save_checkpoint(out, nets, cfg, step, state)
+    write_sample_grid(ckpt.unwrap(nets.G), data, fixed, device, out / "samples" / "final.png", f"final (step {step})")
     summary = {"steps": step, "epochs": round(step / sampler.steps_per_epoch, 2), "data": cfg.data,
                "minutes": round((elapsed_before + time.time() - start) / 60, 2), "images": len(data),
-               "identities": data.identities, "device": str(device)}
+               "identities": data.identities, "device": str(device), "processes": ctx.world,
+               "global_batch": cfg.batch_size, "replicas_identical": in_sync}
     model_path = out / "model.safetensors"
     ckpt.save_model(model_path, nets.G, nets.D, cfg.model, summary)
     plot_losses(out / "log.jsonl", out / "loss_curves.png")
