@@ -239,3 +239,26 @@ def figures(
 
     for path in write_figures(run, out or run / "figures", n, seed, device):
         console.print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------- evaluation
+@app.command()
+def evaluate(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    data: Optional[str] = typer.Option(None, help="data source (default: the run's, or the model file's training data)"),
+    split: str = typer.Option("val", help="val | train: the split whose images are transferred and judged"),
+    n: int = typer.Option(500, help="source images drawn from the split (each is transferred to all 7 expressions)"),
+    seed: int = typer.Option(0, help="random seed of the image choice, targets and samples"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default RUN/evaluation)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Measure a trained model: the paper's Table 1, a judge's expression and identity scores, FID,
+    diversity and (on toon faces) ground truth; writes metrics.json, report.md and plots."""
+    from fexgan.metrics.evaluate import evaluate as run_evaluation
+    from fexgan.metrics.report import headline
+
+    results = run_evaluation(model, data=data, split=split, out=out, n=n, seed=seed, device=device,
+                             log=lambda line: console.print(line, highlight=False))
+    for line in headline(results):
+        print(line)
+    print(f"report: {Path(results['out']) / 'report.md'}")

@@ -1,0 +1,249 @@
+"""`evaluate`: every metric of a trained model in one call, written to metrics.json and report.md.
+
+Sources are a fixed random subset (`n`, `seed`) of one split of the model's dataset. Each source is
+transferred (latent mean, so deterministic) to every expression and to the paper's three mixed
+affects; the discriminator gives the paper's Table 1, the judge (fexgan.metrics.judge) the
+expression, identity, FID and diversity numbers, and on toon faces the renderer the ground truth.
+Every number is stored as {"value", "n"}: the metric and the count of images behind it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fexgan.config import TrainConfig
+from fexgan.data import ImageSet, load_source, split_indices
+from fexgan.errors import UserError
+from fexgan.expressions import MIXED_PAIRS
+from fexgan.metrics.accuracy import PAPER_TABLE1, stat, table1_row
+from fexgan.metrics.generated import sample, transfer
+from fexgan.metrics.groundtruth import compare, has_ground_truth, render_truth
+from fexgan.metrics.judge import Judge, get_judge
+from fexgan.metrics.realism import diversity, frechet_distance
+from fexgan.metrics.report import write_report
+from fexgan.models import Generator
+
+SPLITS = ("train", "val")
+MAX_N = 20000
+EXAMPLES = 6   # sources shown in the transfer figure
+
+
+def data_settings(run_or_model: str | Path, data: str | None, summary: dict) -> tuple[str, float, int]:
+    """(data source, validation fraction, split seed): a run's config.json, else the model file's
+    training summary, with `data` given by the user winning over both."""
+    config = Path(run_or_model) / "config.json"
+    defaults = TrainConfig()
+    if config.is_file():
+        cfg = json.loads(config.read_text())
+        return data or cfg.get("data", defaults.data), cfg.get("val_fraction", defaults.val_fraction), cfg.get("seed", defaults.seed)
+    spec = data or summary.get("data")
+    if not spec:
+        raise UserError(f"{run_or_model} is a model file that does not say what it was trained on; "
+                        f"give the data with --data (e.g. --data toon)")
+    return spec, defaults.val_fraction, defaults.seed
+
+
+def default_out(run_or_model: str | Path) -> Path:
+    path = Path(run_or_model)
+    if path.is_dir():
+        return path / "evaluation"
+    return path.with_name(f"{path.stem}-evaluation") if path.is_file() else Path("evaluation") / path.name
+
+
+def _subset(indices: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return indices[torch.randperm(len(indices), generator=g)[:n]].sort().values
+
+
+def _mean(x: torch.Tensor) -> dict:
+    return stat(x.float().mean() if len(x) else float("nan"), len(x))
+
+
+def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "val", out: str | Path | None = None,
+             n: int = 500, seed: int = 0, device: str = "auto", log=print) -> dict:
+    """Evaluate a run folder, model file or shipped model; write metrics.json, report.md and
+    figures into `out` (default: <run>/evaluation) and return the metrics."""
+    from fexgan.generate import FExGAN
+
+    if split not in SPLITS:
+        raise UserError(f"split '{split}' is not one of: {', '.join(SPLITS)}")
+    if not 2 <= n <= MAX_N:
+        raise UserError(f"--n must be between 2 and {MAX_N} source images, got {n}")
+    start = time.time()
+    model = FExGAN.load(run_or_model, device)
+    spec, val_fraction, split_seed = data_settings(run_or_model, data, model.summary)
+    out = Path(out) if out is not None else default_out(run_or_model)
+    cfg, G, D = model.config, model.generator, model.discriminator
+    classes, n_cls = cfg.classes, cfg.num_classes
+    images = load_source(spec, cfg.image_size, cfg.background, cfg.classes)
+    train_idx, val_idx = split_indices(images, val_fraction, split_seed)
+    splits = {"train": train_idx, "val": val_idx}
+    if len(splits[split]) < 2:
+        raise UserError(f"the {split} split of {spec} has {len(splits[split])} images; evaluate --split train instead")
+    judge = get_judge(spec, cfg.image_size, model.device, data=images, background=cfg.background, classes=classes, log=log)
+    one_hot = lambda c: F.one_hot(c, n_cls).float()  # noqa: E731
+
+    results: dict = {
+        "model": str(model.path), "data": spec, "split": split, "n": n, "seed": seed, "image_size": cfg.image_size,
+        "classes": list(classes), "device": str(model.device), "split_sizes": {k: len(v) for k, v in splits.items()},
+        "judge": {"path": judge.meta.get("path"), "accuracy": judge.accuracy, "train": judge.meta.get("train")},
+        "paper_table1": PAPER_TABLE1,
+    }
+
+    # The paper's Table 1: the discriminator on reals and on transfers to a random target.
+    results["table1"] = {}
+    for k, (name, idx) in enumerate(splits.items()):
+        if D is None or len(idx) == 0:
+            continue
+        src = _subset(idx, n, seed + 1 + k)
+        targets = torch.randint(n_cls, (len(src),), generator=torch.Generator().manual_seed(seed + 11 + k))
+        fake = transfer(G, images.images[src], images.expression[src], one_hot(targets))
+        results["table1"][name] = table1_row(D, images.images[src], images.expression[src], fake, targets)
+    log(f"table 1 done ({time.time() - start:.0f} s)")
+
+    # Every source of the evaluated split to every expression, judged.
+    src = _subset(splits[split], n, seed)
+    real, src_cls, src_id = images.images[src], images.expression[src], images.identity[src]
+    expr_p, id_p = judge.predict(real)
+    results["judge_real"] = {"expression": _mean(expr_p.argmax(1) == src_cls), "identity": _mean(id_p.argmax(1) == src_id)}
+    rep = torch.arange(len(src)).repeat_interleave(n_cls)                  # source position of each transfer
+    targets = torch.arange(n_cls).repeat(len(src))
+    fakes = transfer(G, real[rep], src_cls[rep], one_hot(targets))
+    expr_p, id_p = judge.predict(fakes)
+    hit, kept = expr_p.argmax(1) == targets, id_p.argmax(1) == src_id[rep]
+    results["transfer"] = transfer_metrics(classes, src_cls[rep], targets, expr_p.argmax(1), hit, kept)
+    log(f"transfers judged ({time.time() - start:.0f} s)")
+
+    truth_ok = has_ground_truth(spec)
+    truth = render_truth(images, src[rep], one_hot(targets), cfg.background) if truth_ok else None
+    mixed, mixed_examples = mixed_metrics(G, judge, images, src, classes, cfg.background, truth_ok)
+    results["mixed"] = mixed
+
+    # Realism and diversity in the judge's feature space.
+    pick = torch.randint(n_cls, (len(src),), generator=torch.Generator().manual_seed(seed + 21))
+    fake_one = fakes.view(len(src), n_cls, *fakes.shape[1:])[torch.arange(len(src)), pick]
+    sample_cls = torch.randint(n_cls, (len(src),), generator=torch.Generator().manual_seed(seed + 22))
+    samples = sample(G, sample_cls, seed)
+    realism = {"fid_transfer": {**stat(frechet_distance(judge, real, fake_one), len(fake_one)), "n_real": len(real)},
+               "fid_samples": {**stat(frechet_distance(judge, real, samples), len(samples)), "n_real": len(real)},
+               "diversity_samples": stat(diversity(judge, samples, sample_cls), len(samples)),
+               "diversity_real": stat(diversity(judge, real, src_cls), len(real))}
+    other = splits["train" if split == "val" else "val"]
+    if len(other) >= 2:
+        ref = images.images[_subset(other, n, seed + 23)]
+        realism["fid_real_reference"] = {**stat(frechet_distance(judge, real, ref), len(ref)), "n_real": len(real)}
+    results["realism"] = realism
+    log(f"realism done ({time.time() - start:.0f} s)")
+
+    if truth_ok:
+        results["groundtruth"] = groundtruth_metrics(classes, real, rep, fakes, truth, src_cls[rep], targets,
+                                                     mixed_examples)
+    else:
+        results["groundtruth"] = None
+    results["seconds"] = round(time.time() - start, 1)
+
+    examples = example_positions(images, src, classes)
+    names = [images.identities[i] for i in src_id[examples].tolist()]
+    figure = figure_images(real, fakes, truth, mixed_examples, examples, names, n_cls)
+    grid_samples = sample(G, torch.arange(n_cls).repeat(EXAMPLES), seed)
+    write_report(results, out, figure, grid_samples)
+    results["out"] = str(out)
+    log(f"evaluation written to {out} ({results['seconds']} s)")
+    return results
+
+
+def transfer_metrics(classes: tuple[str, ...], source: torch.Tensor, target: torch.Tensor, predicted: torch.Tensor,
+                     hit: torch.Tensor, kept: torch.Tensor) -> dict:
+    """Judge accuracy and identity preservation, overall and per target, and the two 7x7 matrices."""
+    c = len(classes)
+    cell = source * c + target
+    counts = torch.bincount(cell, minlength=c * c).view(c, c)
+    hits = torch.bincount(cell, weights=hit.double(), minlength=c * c).view(c, c)
+    return {
+        "expression_accuracy": _mean(hit), "identity_preservation": _mean(kept),
+        "per_target": {name: {"expression_accuracy": _mean(hit[target == t]),
+                              "identity_preservation": _mean(kept[target == t])} for t, name in enumerate(classes)},
+        "accuracy_source_x_target": (hits / counts.clamp(min=1)).where(counts > 0, torch.nan).round(decimals=4).tolist(),
+        "count_source_x_target": counts.tolist(),
+        "count_target_x_predicted": torch.bincount(target * c + predicted, minlength=c * c).view(c, c).tolist(),
+    }
+
+
+def mixed_metrics(G: Generator, judge: Judge, images: ImageSet, src: torch.Tensor, classes: tuple[str, ...],
+                  background: tuple[int, int, int], with_truth: bool) -> tuple[dict, dict]:
+    """For each of the paper's mixed pairs present in `classes`: the judge's probability on each of
+    the two classes (on transfers, and on the true rendering when there is one)."""
+    metrics, examples = {}, {}
+    real, src_cls, src_id = images.images[src], images.expression[src], images.identity[src]
+    for a, b in MIXED_PAIRS:
+        if a not in classes or b not in classes:
+            continue
+        ia, ib = classes.index(a), classes.index(b)
+        affect = torch.zeros(len(src), len(classes))
+        affect[:, [ia, ib]] = 0.5
+        fakes = transfer(G, real, src_cls, affect)
+        p, idp = judge.predict(fakes)
+        top2 = p.topk(2, dim=1).indices
+        entry = {"p_first": _mean(p[:, ia]), "p_second": _mean(p[:, ib]), "p_pair": _mean(p[:, ia] + p[:, ib]),
+                 "both_top2": _mean((top2 == ia).any(1) & (top2 == ib).any(1)),
+                 "identity_preservation": _mean(idp.argmax(1) == src_id)}
+        truth = None
+        if with_truth:
+            truth = render_truth(images, src, affect, background)
+            pt, _ = judge.predict(truth)
+            entry.update({"truth_p_first": _mean(pt[:, ia]), "truth_p_second": _mean(pt[:, ib])})
+        name = f"{a}+{b}"
+        metrics[name] = entry
+        examples[name] = (fakes, truth)
+    return metrics, examples
+
+
+def groundtruth_metrics(classes: tuple[str, ...], real: torch.Tensor, rep: torch.Tensor, fakes: torch.Tensor,
+                        truth: torch.Tensor, source: torch.Tensor, target: torch.Tensor, mixed_examples: dict) -> dict:
+    """L1 / PSNR / SSIM against the renderer's truth: per target over real expression changes
+    (with the do-nothing baseline: the unchanged source), for same-expression reconstructions,
+    and for the mixed pairs. Transfer k is of source `real[rep[k]]`."""
+    gen, copy = compare(fakes, truth), compare(real[rep], truth)
+    change = source != target
+
+    def summary(m: dict, mask: torch.Tensor) -> dict:
+        return {k: _mean(v[mask]) for k, v in m.items()}
+
+    rows = {name: {"generated": summary(gen, change & (target == t)), "copy": summary(copy, change & (target == t))}
+            for t, name in enumerate(classes)}
+    rows["all changes"] = {"generated": summary(gen, change), "copy": summary(copy, change)}
+    rows["same expression"] = {"generated": summary(gen, ~change), "copy": None}
+    everyone = torch.ones(len(real), dtype=torch.bool)
+    for name, (mixed_fakes, mixed_truth) in mixed_examples.items():
+        rows[name] = {"generated": summary(compare(mixed_fakes, mixed_truth), everyone),
+                      "copy": summary(compare(real, mixed_truth), everyone)}
+    return rows
+
+
+def example_positions(images: ImageSet, src: torch.Tensor, classes: tuple[str, ...]) -> torch.Tensor:
+    """Positions in `src` of up to EXAMPLES sources, one per identity, neutral where there is one."""
+    neutral = classes.index("neutral") if "neutral" in classes else 0
+    chosen = []
+    for ident in torch.unique(images.identity[src]).tolist()[:EXAMPLES]:
+        mine = torch.nonzero(images.identity[src] == ident).squeeze(1)
+        pref = mine[images.expression[src][mine] == neutral]
+        chosen.append(int((pref if len(pref) else mine)[0]))
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def figure_images(real: torch.Tensor, fakes: torch.Tensor, truth: torch.Tensor | None, mixed_examples: dict,
+                  examples: torch.Tensor, names: list[str], n_cls: int) -> tuple[list[list[torch.Tensor]], list[str]]:
+    """(rows of uint8 images, row labels) for the transfer figure: per example its transfers to every
+    expression and mixed pair, followed by the true renderings when there are some."""
+    rows, labels = [], []
+    for k, name in zip(examples.tolist(), names):
+        rows.append([real[k], *fakes[k * n_cls:(k + 1) * n_cls], *(m[0][k] for m in mixed_examples.values())])
+        labels.append(name)
+        if truth is not None:
+            rows.append([real[k], *truth[k * n_cls:(k + 1) * n_cls], *(m[1][k] for m in mixed_examples.values())])
+            labels.append(f"{name} truth")
+    return rows, labels

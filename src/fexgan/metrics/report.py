@@ -1,0 +1,169 @@
+"""Writing an evaluation: metrics.json, a readable report.md, the confusion-matrix plot and figures."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from fexgan.checkpoint import atomic_write
+from fexgan.data import to_model_input, to_pil
+from fexgan.generate import figure_cells
+from fexgan.metrics.accuracy import COLUMNS
+from fexgan.visuals import image_grid
+
+
+def fmt(s: dict | None, digits: int = 3) -> str:
+    """'0.981 (n=500)' from a {"value", "n"} stat."""
+    if s is None:
+        return "-"
+    v = s["value"]
+    return f"{'n/a' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{digits}f}'} (n={s['n']})"
+
+
+def headline(r: dict) -> list[str]:
+    """The few lines a user reads first (the CLI prints them too)."""
+    t, lines = r["transfer"], []
+    for split, row in r["table1"].items():
+        lines.append(f"Table 1 {split}: real binary {fmt(row['real_binary'])}, real multi {fmt(row['real_multi'])}, "
+                     f"fake binary {fmt(row['fake_binary'])}, fake multi {fmt(row['fake_multi'])}")
+    lines.append(f"judge expression accuracy of transfers {fmt(t['expression_accuracy'])}; "
+                 f"identity preservation {fmt(t['identity_preservation'])}")
+    fid = r["realism"]["fid_transfer"]
+    lines.append(f"FID (judge features) transfers vs real {fid['value']:.2f} (n={fid['n']} vs {fid['n_real']})")
+    if r.get("groundtruth"):
+        g = r["groundtruth"]["all changes"]["generated"]
+        lines.append(f"ground truth of expression changes: L1 {fmt(g['l1'])}, PSNR {fmt(g['psnr'], 2)} dB, "
+                     f"SSIM {fmt(g['ssim'])}")
+    return lines
+
+
+def write_report(r: dict, out: Path, figure: tuple[list[list[torch.Tensor]], list[str]], samples: torch.Tensor) -> None:
+    """metrics.json, report.md, confusion.png, transfers.png and samples.png into `out`.
+
+    `figure` holds the rows of uint8 images of the transfer figure and their labels; `samples` are
+    random decoder samples, one per expression in turn."""
+    out.mkdir(parents=True, exist_ok=True)
+    classes = r["classes"]
+    plot_confusion(r["transfer"], classes, out / "confusion.png")
+    rows, labels = figure
+    tiles = [figure_cells(to_pil(to_model_input(torch.stack(row)))) for row in rows]
+    image_grid(tiles, labels, ["input", *classes, *r["mixed"]],
+               title="transfers (rows: generated" + (", then the renderer's truth)" if r.get("groundtruth") else ")")
+               ).save(out / "transfers.png")
+    cols = len(classes)
+    sample_rows = [figure_cells(to_pil(to_model_input(samples[i:i + cols]))) for i in range(0, len(samples), cols)]
+    image_grid(sample_rows, None, list(classes), title="random samples: decoder(z ~ N(0, I), expression)"
+               ).save(out / "samples.png")
+    atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(r, indent=2)))
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text(markdown(r)))
+
+
+def markdown(r: dict) -> str:
+    classes, t, judge = r["classes"], r["transfer"], r["judge"]["accuracy"]
+    lines = [
+        f"# Evaluation of `{r['model']}`", "",
+        f"Data `{r['data']}` ({r['image_size']} px; split sizes train {r['split_sizes']['train']}, "
+        f"val {r['split_sizes']['val']}), evaluated on the **{r['split']}** split: n = {r['n']} source images at most, "
+        f"seed {r['seed']}, device {r['device']}, {r['seconds']} s. Every number is followed by the number of "
+        f"images it is based on.", "",
+        f"The judge (an expression + identity classifier trained on real training images only, never on generated "
+        f"ones; `{r['judge']['path']}`) scores {judge['expression']:.3f} expression and {judge['identity']:.3f} "
+        f"identity accuracy on {judge['n']} held-out real images.", "",
+        "## Headline", "", *[f"- {line}" for line in headline(r)], "",
+        "## Table 1: the discriminator's accuracy (the paper's table)", "",
+        "Real: real images of the split with their expression. Fake: each of them transferred to a random target "
+        "expression. Binary: called real (for real) or fake (for fake); multi: the expression (the target, for fake).",
+        "", "| | real, binary | real, multi | fake, binary | fake, multi |", "|---|---|---|---|---|",
+    ]
+    for split in ("train", "val"):
+        if split in r["table1"]:
+            lines.append(f"| {split} (ours) | " + " | ".join(fmt(r["table1"][split][c]) for c in COLUMNS) + " |")
+        lines.append(f"| {split} (paper, FERG-DB) | " + " | ".join(f"{r['paper_table1'][split][c]:.3f}" for c in COLUMNS) + " |")
+    jr = r["judge_real"]
+    lines += ["", "## Expression transfer, judged", "",
+              f"Each source of the {r['split']} split transferred to every expression. For reference, the judge on "
+              f"the same real sources: expression {fmt(jr['expression'])}, identity {fmt(jr['identity'])}.", "",
+              "| target | judge: expression accuracy | judge: identity preserved |", "|---|---|---|"]
+    lines += [f"| {c} | {fmt(t['per_target'][c]['expression_accuracy'])} | {fmt(t['per_target'][c]['identity_preservation'])} |"
+              for c in classes]
+    lines += [f"| **all** | {fmt(t['expression_accuracy'])} | {fmt(t['identity_preservation'])} |", "",
+              "![confusion](confusion.png)", ""]
+    if r["mixed"]:
+        truth = "truth_p_first" in next(iter(r["mixed"].values()))
+        lines += ["## Mixed expressions (the paper's three pairs, 0.5 + 0.5)", "",
+                  "Mean judge probability of each of the two classes on the transfers"
+                  + (" and, for reference, on the renderer's true mixed face" if truth else "") + ".", "",
+                  "| affect | p(first) | p(second) | p(first) + p(second) | both in top 2 | identity preserved |"
+                  + (" truth p(first) | truth p(second) |" if truth else ""),
+                  "|---|---|---|---|---|---|" + ("---|---|" if truth else "")]
+        for name, m in r["mixed"].items():
+            cells = [m["p_first"], m["p_second"], m["p_pair"], m["both_top2"], m["identity_preservation"]]
+            cells += [m["truth_p_first"], m["truth_p_second"]] if truth else []
+            lines.append(f"| {name} | " + " | ".join(fmt(c) for c in cells) + " |")
+        lines.append("")
+    re = r["realism"]
+    lines += ["## Realism and diversity (judge feature space)", "",
+              "FID: Frechet distance between feature statistics of real images of the split and generated images "
+              "(lower is better; biased upwards at small n, so compare at the same n). Diversity: mean pairwise "
+              "feature distance between images of the same expression.", "",
+              "| measure | value | images |", "|---|---|---|",
+              f"| FID, transfers (random target) vs real | {re['fid_transfer']['value']:.3f} | "
+              f"{re['fid_transfer']['n']} vs {re['fid_transfer']['n_real']} |",
+              f"| FID, random decoder samples vs real | {re['fid_samples']['value']:.3f} | "
+              f"{re['fid_samples']['n']} vs {re['fid_samples']['n_real']} |"]
+    if "fid_real_reference" in re:
+        lines.append(f"| FID, real images of the other split vs real (the floor at this n) | "
+                     f"{re['fid_real_reference']['value']:.3f} | {re['fid_real_reference']['n']} vs {re['fid_real_reference']['n_real']} |")
+    lines += [f"| diversity, random decoder samples | {re['diversity_samples']['value']:.3f} | {re['diversity_samples']['n']} |",
+              f"| diversity, real images | {re['diversity_real']['value']:.3f} | {re['diversity_real']['n']} |", "",
+              "![samples](samples.png)", ""]
+    if r.get("groundtruth"):
+        lines += ["## Ground truth (toon renderer)", "",
+                  "The renderer draws the true target of every transfer: same character, same variation, target "
+                  "affect. L1 on pixels in [-1, 1] (the training loss), PSNR (dB) and SSIM on [0, 1]. "
+                  "'Copy' is the do-nothing baseline: the unchanged source against the same truth. Per-target rows "
+                  "count only real changes (target != source expression).", "",
+                  "| target | L1 | PSNR | SSIM | copy L1 | copy PSNR | copy SSIM |", "|---|---|---|---|---|---|---|"]
+        for name, row in r["groundtruth"].items():
+            g, c = row["generated"], row["copy"]
+            copy = [fmt(c["l1"]), fmt(c["psnr"], 2), fmt(c["ssim"])] if c else ["-", "-", "-"]
+            lines.append(f"| {name} | {fmt(g['l1'])} | {fmt(g['psnr'], 2)} | {fmt(g['ssim'])} | " + " | ".join(copy) + " |")
+        lines.append("")
+    lines += ["## Figures", "", "![transfers](transfers.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_confusion(t: dict, classes: list[str], path: Path) -> None:
+    """Two heat maps: judge accuracy by source x target expression, and target x predicted expression."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    acc = np.array(t["accuracy_source_x_target"], dtype=float)
+    counts = np.array(t["count_source_x_target"])
+    pred = np.array(t["count_target_x_predicted"], dtype=float)
+    pred = pred / np.maximum(pred.sum(1, keepdims=True), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    panels = [(axes[0], acc, "judge accuracy of transfers\n(source expression x target expression)",
+               "target", "source"),
+              (axes[1], pred, "judge prediction of transfers, row-normalised\n(target x predicted)",
+               "predicted by the judge", "target")]
+    for ax, m, title, xlabel, ylabel in panels:
+        ax.imshow(np.nan_to_num(m, nan=0.0), vmin=0, vmax=1, cmap="viridis")
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, "-" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if np.nan_to_num(m[i, j]) < 0.6 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(f"{int(counts.sum())} transfers", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
