@@ -33,6 +33,9 @@ from fexgan.expressions import EXPRESSIONS, parse_affect
 RGB = tuple[int, int, int]
 Affect = Union[str, int, Mapping[str, float], Sequence[float], np.ndarray]
 
+RENDERER_VERSION = 1
+"""Bumped whenever the same arguments would render different pixels (data caches key on it)."""
+
 MIN_SIZE, MAX_SIZE, MAX_CHARACTERS = 32, 256, 64
 _HALF = 1.12  # the image spans [-_HALF, _HALF] face units on both axes
 _EYE_Y, _NOSE_Y, _MOUTH_Y = 0.06, 0.31, 0.53
