@@ -19,7 +19,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union
@@ -256,11 +256,11 @@ class Variation:
 def sample_variation(rng: np.random.Generator) -> Variation:
     """Draw a random within-class variation (values rounded to 4 decimals, so a manifest's
     numbers reproduce the image exactly)."""
-    r = rng.uniform(size=11)
-    blink = 0.25 + 0.5 * r[7] if r[8] < 0.1 else 0.0
+    r = rng.uniform(size=12)
+    blink = 0.25 + 0.5 * r[7] if r[8] < 0.1 else 0.0  # a half blink in one image of ten
     values = (0.65 + 0.4 * r[0], 0.05 * r[1] - 0.025, 0.05 * r[2] - 0.025, 0.93 + 0.1 * r[3],
               20 * r[4] - 10, 2 * r[5] - 1, 1.2 * r[6] - 0.6, blink, 2 * r[9] - 1, r[10],
-              360 * rng.uniform())
+              360 * r[11])
     return Variation(*(round(float(v), 4) for v in values))
 
 
@@ -668,7 +668,7 @@ def _mouth(p: _Painter, ch: Character, k: dict[str, float]) -> None:
         p.fill(_grow(outline, 0.035), _shade(ch.skin, 0.9))
     p.fill(outline, line)
     if ch.lips:
-        p.fill(np.concatenate([np.stack([x * 0.8, bot + w * edge], 1)[::-1] * (1, 1),
+        p.fill(np.concatenate([np.stack([x * 0.8, bot + w * edge], 1)[::-1],
                                np.stack([x * 0.8, bot + w * edge + 0.03 * prof ** 0.7], 1)]),
                ch.lips)
     gap = bot - top
@@ -691,7 +691,7 @@ def _mouth(p: _Painter, ch: Character, k: dict[str, float]) -> None:
 
 
 def _mustache(p: _Painter, ch: Character, k: dict[str, float]) -> None:
-    y = _MOUTH_Y - 0.07 - 0.1 * k["corner_up"] * 0.5 - 0.07 * max(k["upper_lip_raise"], 0)
+    y = _MOUTH_Y - 0.07 - 0.05 * k["corner_up"] - 0.07 * max(k["upper_lip_raise"], 0)
     for side in (-1, 1):
         t = _lin(0, 1, 8)
         pts = np.stack([side * (0.02 + 0.24 * t), y + 0.05 * t ** 2 - 0.02 * np.sin(np.pi * t)], 1)
