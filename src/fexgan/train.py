@@ -68,6 +68,11 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     return Nets(G, D, opt_g, opt_d)
 
 
+def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA when `cfg.amp` (tensor cores); a no-op context on CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+
+
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alpha_binary: float,
                autocast: torch.autocast) -> dict[str, torch.Tensor]:
     """One discriminator update, then one generator update (eqs. 1-7). Returns detached losses."""
@@ -224,7 +229,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     images = data.images.to(device) if device.type == "cuda" and data.images.numel() < 4e9 else data.images
     if device.type == "cpu" and images.device.type == "cpu" and torch.cuda.is_available():
         images = images.pin_memory()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    autocast = autocast_for(cfg, device)
 
     step, elapsed_before = 0, 0.0
     if resume:
