@@ -241,6 +241,26 @@ def figures(
         console.print(f"wrote {path}")
 
 
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (the default is this machine only)"),
+    port: int = typer.Option(7860, min=0, max=65535, help="port to listen on (0: any free port)"),
+    max_upload_mb: float = typer.Option(10, help="largest image upload in MB"),
+    max_pixels: int = typer.Option(40_000_000, help="largest image upload in pixels (width x height)"),
+    workers: int = typer.Option(1, min=1, max=64, help="model calls at once (more are queued)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """A web demo (upload a face, expression sliders, morph GIFs) and an HTTP API on /api."""
+    try:
+        from fexgan.serve import MB, Limits, serve as run_server
+    except ImportError as err:
+        raise UserError(f"the web demo needs the serve extra ({err.name} is missing): pip install 'fexgan[serve]'") from None
+
+    limits = Limits(max_upload_bytes=int(max_upload_mb * MB), max_pixels=max_pixels, workers=workers)
+    run_server(model, host, port, limits, device, log=lambda line: console.print(escape(line), highlight=False))
+
+
 # ----------------------------------------------------------------------------- evaluation
 @app.command()
 def evaluate(

@@ -16,6 +16,7 @@ CPU, so results are the same for a seed on any device.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import numbers
@@ -301,17 +302,25 @@ def restore_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return square.crop((left, top, left + w, top + h))
 
 
+def gif_bytes(frames: Sequence[Image.Image], fps: float = 12) -> bytes:
+    """Frames as a looping GIF in memory (identical consecutive frames merge, keeping their time)."""
+    if not 0.5 <= fps <= 50:
+        raise UserError(f"fps must be between 0.5 and 50, got {fps}")
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=list(frames[1:]), duration=round(1000 / fps),
+                   loop=0)
+    return buffer.getvalue()
+
+
 def save_gif(frames: Sequence[Image.Image], path: str | Path, fps: float = 12,
              frames_dir: str | Path | None = None) -> Path:
-    """Write frames as a looping GIF (identical consecutive frames merge, keeping their time) and,
-    with `frames_dir`, as numbered PNGs."""
+    """Write frames as a looping GIF (see `gif_bytes`) and, with `frames_dir`, as numbered PNGs."""
     path = Path(path)
     if path.suffix.lower() != ".gif":
         raise UserError(f"output {path} must be a .gif file")
-    if not 0.5 <= fps <= 50:
-        raise UserError(f"fps must be between 0.5 and 50, got {fps}")
+    data = gif_bytes(frames, fps)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, save_all=True, append_images=list(frames[1:]), duration=round(1000 / fps), loop=0)
+    path.write_bytes(data)
     if frames_dir is not None:
         folder = Path(frames_dir)
         folder.mkdir(parents=True, exist_ok=True)
