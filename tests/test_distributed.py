@@ -57,7 +57,9 @@ def test_only_rank_zero_writes(runs):
     run = runs[2]
     assert len(losses(run)) == 4  # one log line per step, not one per process
     assert len(list((run / "tb").iterdir())) == 1
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000004.safetensors", "step_0000004.state.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.safetensors", "step_0000000.safetensors", "step_0000000.state.pt", "step_0000004.safetensors",
+        "step_0000004.state.pt"]  # step 0: what the divergence guard rolls back to before a periodic checkpoint
 
 
 def _worker_pids(out: Path) -> dict[int, int]:

@@ -6,14 +6,20 @@
 - A checkpoint is a model file plus `*.state.pt` (optimisers, RNG and data-order state), loaded with
   `torch.load(weights_only=True)`.
 Every write goes to a temporary file that is flushed, fsynced and renamed over the target, so a
-crash or a full disk never leaves a half-written file under the final name.
+crash or a full disk never leaves a half-written file under the final name. Every model file
+records a sha256 of its tensors (and a checkpoint's the sha256 of its state file) in its metadata,
+so a file damaged after it was written is detected when it is read.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
+import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -52,15 +58,30 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def save_model(path: Path, generator: Generator, discriminator: Discriminator | None, cfg: ModelConfig,
-               summary: dict | None = None) -> None:
-    """Write generator (+ discriminator) weights and the configuration into one safetensors file."""
+               summary: dict | None = None, metadata: dict[str, str] | None = None) -> None:
+    """Write generator (+ discriminator) weights, the configuration and a checksum into one safetensors
+    file (`metadata`: extra string entries). Non-finite weights are refused: a NaN model is never written."""
     tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in unwrap(generator).state_dict().items()}
     if discriminator is not None:
         tensors.update({f"discriminator.{k}": v.detach().cpu().contiguous()
                         for k, v in unwrap(discriminator).state_dict().items()})
-    metadata = {"format": FORMAT, "model_config": json.dumps(cfg.to_dict()), "summary": json.dumps(summary or {})}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"refusing to write {path}: {len(bad)} tensors hold NaN or inf (e.g. {bad[0]})")
+    meta = {**(metadata or {}), "format": FORMAT, "model_config": json.dumps(cfg.to_dict()),
+            "summary": json.dumps(summary or {}), "sha256": tensors_sha256(tensors)}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -77,8 +98,8 @@ class LoadedModel:
     summary: dict
 
 
-def read_metadata(path: Path) -> tuple[ModelConfig, dict]:
-    """The configuration and summary stored in a model file, checking that it is one of ours."""
+def raw_metadata(path: Path) -> dict[str, str]:
+    """The metadata strings of a fexgan model file (only its header is read)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
@@ -89,48 +110,103 @@ def read_metadata(path: Path) -> tuple[ModelConfig, dict]:
         raise UserError(f"{path} is not a readable safetensors model file ({err}); it may be truncated or corrupt") from None
     if meta.get("format") != FORMAT:
         raise UserError(f"{path} is a safetensors file but not a fexgan model (format '{meta.get('format')}', expected '{FORMAT}')")
-    return ModelConfig.from_dict(json.loads(meta["model_config"])), json.loads(meta.get("summary", "{}"))
+    return meta
+
+
+def read_metadata(path: Path) -> tuple[ModelConfig, dict]:
+    """The configuration and summary stored in a model file, checking that it is one of ours."""
+    meta = raw_metadata(path)
+    try:
+        cfg = ModelConfig.from_dict(json.loads(meta["model_config"]))
+        summary = json.loads(meta.get("summary", "{}"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: the model configuration in its metadata is damaged ({err.__class__.__name__}: {err})") from None
+    try:
+        cfg.validate()
+    except UserError as err:
+        raise UserError(f"{path}: the stored model configuration is not valid ({err})") from None
+    return cfg, summary
+
+
+def describe(cfg: ModelConfig) -> str:
+    """The architecture in a few words, for messages: 'image_size=32 width=0.0625 latent_dim=16 classes=7'."""
+    return f"image_size={cfg.image_size} width={cfg.width} latent_dim={cfg.latent_dim} classes={cfg.num_classes}"
+
+
+def read_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Every tensor of a model file, checked against the sha256 recorded when it was written."""
+    expected = raw_metadata(path).get("sha256")  # files written before checksums have none
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"{path} is not a readable safetensors model file ({err}); it may be truncated or corrupt") from None
+    if expected is not None and tensors_sha256(tensors) != expected:
+        raise UserError(f"{path} is corrupt: its tensors do not match the sha256 recorded when it was written")
+    return {k: v.to(device) for k, v in tensors.items()}
 
 
 def load_model(path: Path, device: str | torch.device = "cpu", discriminator: bool = True) -> LoadedModel:
     """Rebuild the networks from a model file alone; a wrong architecture says what differs."""
     cfg, summary = read_metadata(path)
-    tensors = load_file(str(path), device=str(device))
+    tensors = read_tensors(path, device)
     gen = Generator(cfg).to(device)
-    _load_part(gen, tensors, "generator", path)
+    _load_part(gen, tensors, "generator", path, cfg)
     disc = None
     if discriminator and any(k.startswith("discriminator.") for k in tensors):
         disc = Discriminator(cfg).to(device)
-        _load_part(disc, tensors, "discriminator", path)
+        _load_part(disc, tensors, "discriminator", path, cfg)
         disc.eval()
     gen.eval()
     return LoadedModel(gen, disc, cfg, summary)
 
 
-def _load_part(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path) -> None:
+def _load_part(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path,
+               cfg: ModelConfig) -> None:
     part = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(part))
     if missing:
         raise UserError(f"{path}: {prefix} weights are missing {len(missing)} tensors (e.g. {missing[0]}); "
-                        f"the file does not match its own configuration")
+                        f"the file does not match its own configuration ({describe(cfg)})")
     for k, v in expected.items():
         if part[k].shape != v.shape:
-            raise UserError(f"{path}: {prefix} tensor {k} has shape {tuple(part[k].shape)}, "
-                            f"expected {tuple(v.shape)} for the stored configuration")
+            raise UserError(f"{path}: {prefix} tensor {k} has shape {tuple(part[k].shape)}, expected "
+                            f"{tuple(v.shape)} for the stored configuration ({describe(cfg)})")
     module.load_state_dict(part, strict=False)
 
 
-def save_state(path: Path, state: dict) -> None:
-    """Optimiser/RNG/data-order state next to a checkpoint's weights."""
-    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+def save_state(path: Path, state: dict) -> str:
+    """Optimiser/RNG/data-order state next to a checkpoint's weights; returns the file's sha256."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
 
 
-def load_state(path: Path) -> dict:
-    """Load training state with `weights_only=True`: a pickle carrying code is refused."""
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_state(path: Path, sha256: str | None = None) -> dict:
+    """Load training state with `weights_only=True`: a pickle carrying code is refused and never run.
+    With `sha256`, a file that differs from the one written is refused before it is unpickled."""
+    path = Path(path)
+    if sha256 is not None and path.is_file() and file_sha256(path) != sha256:
+        raise UserError(f"{path} is corrupt: it does not match the sha256 recorded in its checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice on pickle protocols is noise here
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UserError(f"refusing to load {path}: it contains objects other than tensors and plain data ({err})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise UserError(f"{path} is not a readable training state file ({err})") from None
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = f"it asks to call or build {found.group(1)}" if found else "it holds more than tensors and plain data"
+        raise UserError(f"refusing to load {path}: {what}; a training state holds only tensors and plain data, "
+                        f"so this file is damaged or crafted to run code (nothing in it was run)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise UserError(f"{path} is not a readable training state file ({first})") from None

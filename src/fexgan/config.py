@@ -92,7 +92,11 @@ class TrainConfig:
     log_every: int = 20
     sample_every: int = 500
     checkpoint_every: int = 500
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3        # the newest K step checkpoints (plus checkpoints/best.safetensors)
+    min_images_per_class: int = 1    # fail clearly when an expression or identity has fewer readable images
+    max_rollbacks: int = 3           # divergence guard: give up after this many rollbacks without progress
+    rollback_lr_factor: float = 0.5  # ... each rollback multiplies the learning rate by this
+    inject_nan_at: int = 0           # testing aid: a NaN in the batch of this step (once) trips the guard
 
     def validate(self) -> None:
         self.model.validate()
@@ -102,14 +106,27 @@ class TrainConfig:
             raise UserError(f"validation fraction {self.val_fraction} must be in [0, 1)")
         if self.epochs < 1 and self.steps < 1 and self.minutes <= 0:
             raise UserError("give a positive --epochs, --steps or --minutes")
-        if min(self.steps, self.epochs) < 0 or self.minutes < 0:
-            raise UserError("--epochs, --steps and --minutes cannot be negative")
-        if self.lr <= 0:
-            raise UserError(f"learning rate {self.lr} must be positive")
+        if min(self.steps, self.epochs) < 0 or not 0 <= self.minutes < float("inf"):
+            raise UserError("--epochs, --steps and --minutes cannot be negative (or infinite)")
+        if not 0 < self.lr < float("inf"):
+            raise UserError(f"learning rate {self.lr} must be a positive number")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise UserError(f"betas {self.betas} must be two numbers in [0, 1), e.g. 0.5,0.999")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"device '{self.device}' is not one of auto, cpu, cuda")
+        at_least = {"log_every": 1, "keep_checkpoints": 1, "min_images_per_class": 1, "sample_every": 0,
+                    "checkpoint_every": 0, "threads": 0, "max_rollbacks": 0, "inject_nan_at": 0, "seed": 0}
+        for key, low in at_least.items():
+            if getattr(self, key) < low:
+                raise UserError(f"{key} must be at least {low}, got {getattr(self, key)}")
+        for key in ("alpha", "alpha_late", "beta", "gamma", "target_jitter"):
+            if not 0 <= getattr(self, key) < float("inf"):
+                raise UserError(f"{key} must be a finite number >= 0, got {getattr(self, key)}")
+        for key, high in (("late_fraction", 1.0), ("augment_shift", 0.5), ("augment_scale", 0.5)):
+            if not 0 <= getattr(self, key) <= high:
+                raise UserError(f"{key} must be in [0, {high}], got {getattr(self, key)}")
+        if not 0 < self.rollback_lr_factor < 1:
+            raise UserError(f"rollback_lr_factor {self.rollback_lr_factor} must be in (0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

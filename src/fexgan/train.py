@@ -5,15 +5,23 @@ A run folder holds everything needed to reproduce, watch or resume a run:
     data.json            dataset summary, the train/val split (image names) and skipped files
     log.jsonl            one line per logged step (also in tb/ for TensorBoard)
     samples/             fixed sources turned into every expression, every `sample_every` steps
-    checkpoints/         step_XXXXXXX.safetensors (weights+config) + .state.pt (optimisers, RNG, data order)
+    checkpoints/         step_XXXXXXX.safetensors (weights+config) + .state.pt (optimisers, RNG, data order);
+                         best.safetensors: the checkpoint with the lowest validation L1 so far
     model.safetensors    the final model (a file that loads on its own)
     loss_curves.png
+
+Faults (docs/reliability.md): checkpoints are checksummed and a broken one is skipped; SIGINT/SIGTERM
+stop after the current step with a checkpoint; a NaN/inf loss or gradient is never applied: the run
+rolls back to the last good checkpoint with a lower learning rate, and gives up after `max_rollbacks`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +33,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from fexgan import checkpoint as ckpt
 from fexgan import distributed as dist_
 from fexgan.config import TrainConfig
-from fexgan.data import ImageSet, PairSampler, augment, load_source, split_indices, to_model_input, to_pil
+from fexgan.data import (ImageSet, PairSampler, augment, check_coverage, load_source, split_indices, to_model_input,
+                         to_pil)
 from fexgan.errors import UserError
 from fexgan.losses import discriminator_loss, generator_loss
 from fexgan.models import Discriminator, Generator
@@ -73,9 +82,22 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
 
 
+class Diverged(Exception):
+    """A loss or gradient became NaN or inf; the update it would have made was not applied."""
+
+
+def check_finite(loss: torch.Tensor, module: torch.nn.Module, what: str, ctx: dist_.Context | None) -> None:
+    """Raise `Diverged` before an optimiser step whose loss or gradients are not finite (on any process)."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    ok = bool(torch.isfinite(loss.detach().float() + torch.nn.utils.get_total_norm(grads)))
+    if not dist_.all_true(ctx or dist_.Context(), ok):
+        raise Diverged(f"{what} loss or gradient")
+
+
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alpha_binary: float,
-               autocast: torch.autocast) -> dict[str, torch.Tensor]:
-    """One discriminator update, then one generator update (eqs. 1-7). Returns detached losses."""
+               autocast: torch.autocast, ctx: dist_.Context | None = None) -> dict[str, torch.Tensor]:
+    """One discriminator update, then one generator update (eqs. 1-7). Returns detached losses.
+    A non-finite loss or gradient raises `Diverged` instead of being applied."""
     G, D = nets.G, nets.D
     with autocast:
         fake, mu, log_sigma = G(batch["source"], batch["source_affect"], batch["target_affect"])
@@ -85,17 +107,21 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
                                       batch["target_class"])
     nets.opt_d.zero_grad(set_to_none=True)
     d_losses["d_total"].backward()
+    check_finite(d_losses["d_total"], D, "discriminator", ctx)
     nets.opt_d.step()
 
     D.requires_grad_(False)  # the generator's pass through D needs no gradients for D's weights
-    with autocast:  # ... and goes around D's DDP wrapper, so no gradient sync leaks into D
-        fake_logit, fake_cls = ckpt.unwrap(D)(fake)
-        g_losses = generator_loss(fake_logit, fake_cls, batch["target_class"], mu, log_sigma, fake.float(),
-                                  batch["target"], cfg.alpha, alpha_binary, cfg.beta, cfg.gamma)
-    nets.opt_g.zero_grad(set_to_none=True)
-    g_losses["g_total"].backward()
-    nets.opt_g.step()
-    D.requires_grad_(True)
+    try:
+        with autocast:  # ... and goes around D's DDP wrapper, so no gradient sync leaks into D
+            fake_logit, fake_cls = ckpt.unwrap(D)(fake)
+            g_losses = generator_loss(fake_logit, fake_cls, batch["target_class"], mu, log_sigma, fake.float(),
+                                      batch["target"], cfg.alpha, alpha_binary, cfg.beta, cfg.gamma)
+        nets.opt_g.zero_grad(set_to_none=True)
+        g_losses["g_total"].backward()
+        check_finite(g_losses["g_total"], G, "generator", ctx)
+        nets.opt_g.step()
+    finally:
+        D.requires_grad_(True)
     return {k: v.detach().float() for k, v in {**d_losses, **g_losses}.items()}
 
 
@@ -152,31 +178,146 @@ def write_sample_grid(G: Generator, data: ImageSet, sources: torch.Tensor, devic
     G.train(was_training)
 
 
+@torch.no_grad()
+def validation_l1(G: Generator, batch: dict[str, torch.Tensor]) -> float:
+    """The checkpoint metric: L1 between G(held-out source -> target expression), decoded from the mean
+    latent in eval mode, and the real target image. Uses no random numbers, so it never changes a run."""
+    was_training = G.training
+    G.eval()
+    fake = G(batch["source"], batch["source_affect"], batch["target_affect"], sample=False)[0]
+    G.train(was_training)
+    return float(F.l1_loss(fake.float(), batch["target"]))
+
+
+def validation_batch(data: ImageSet, indices: torch.Tensor, cfg: TrainConfig, device: torch.device,
+                     size: int = 64) -> dict[str, torch.Tensor]:
+    """A fixed batch of held-out pairs, unaugmented: the same at every checkpoint of every run with this seed."""
+    pairs = PairSampler(data, indices, min(size, len(indices)), seed=cfg.seed).next_batch()
+    plain = dataclasses.replace(cfg, augment_shift=0.0, augment_scale=0.0, target_jitter=0.0)
+    return make_batch(data, data.images, *pairs, plain, torch.Generator(), device)
+
+
 def latest_checkpoint(run: Path) -> Path | None:
-    """Newest checkpoint whose weights and state both load; broken ones are skipped with a warning."""
+    """Newest checkpoint whose weights and state both match their checksums; broken ones are skipped
+    with a warning."""
     for weights in sorted((run / "checkpoints").glob("step_*.safetensors"), reverse=True):
         state = weights.with_suffix(".state.pt")
         try:
-            ckpt.read_metadata(weights)
+            ckpt.read_tensors(weights)
             if not state.is_file():
                 raise UserError(f"{state.name} is missing")
+            expected = ckpt.raw_metadata(weights).get("state_sha256")
+            if expected is not None and ckpt.file_sha256(state) != expected:
+                raise UserError(f"{state.name} does not match the sha256 recorded in {weights.name}")
             return weights
         except UserError as err:
             print(f"warning: skipping checkpoint {weights.name}: {err}")
     return None
 
 
-def save_checkpoint(run: Path, nets: Nets, cfg: TrainConfig, step: int, state: dict) -> None:
-    """Write weights + state for `step`, then prune to the newest `keep_checkpoints`."""
+def best_val_l1(folder: Path) -> float:
+    """The validation L1 of checkpoints/best.safetensors (inf when there is none or it is unreadable)."""
+    try:
+        return float(ckpt.read_metadata(folder / "best.safetensors")[1].get("val_l1", math.inf))
+    except UserError:
+        return math.inf
+
+
+def save_checkpoint(run: Path, nets: Nets, cfg: TrainConfig, step: int, state: dict,
+                    val_l1: float | None = None) -> None:
+    """Write state, then weights for `step`: the weights, written last, carry the state's sha256, so a
+    checkpoint counts only once both are complete. Then keep the newest `keep_checkpoints` (and
+    best.safetensors, the lowest `val_l1`). A failed write (a full disk) removes its partial files
+    and stops with a message naming the checkpoint that is still intact."""
     folder = run / "checkpoints"
     name = f"step_{step:07d}"
-    ckpt.save_state(folder / f"{name}.state.pt", {**state, "opt_g": nets.opt_g.state_dict(),
-                                                   "opt_d": nets.opt_d.state_dict()})
-    ckpt.save_model(folder / f"{name}.safetensors", nets.G, nets.D, cfg.model, {"step": step})
-    old = sorted(folder.glob("step_*.safetensors"))[:-max(1, cfg.keep_checkpoints)]
-    for weights in old:
+    summary = {"step": step, **({"val_l1": round(val_l1, 6)} if val_l1 is not None else {})}
+    try:
+        sha = ckpt.save_state(folder / f"{name}.state.pt", {**state, "opt_g": nets.opt_g.state_dict(),
+                                                             "opt_d": nets.opt_d.state_dict()})
+        ckpt.save_model(folder / f"{name}.safetensors", nets.G, nets.D, cfg.model, summary, {"state_sha256": sha})
+        if val_l1 is not None and val_l1 < best_val_l1(folder):
+            ckpt.save_model(folder / "best.safetensors", nets.G, nets.D, cfg.model, summary)
+    except OSError as err:
+        (folder / f"{name}.safetensors").unlink(missing_ok=True)
+        (folder / f"{name}.state.pt").unlink(missing_ok=True)
+        intact = latest_checkpoint(run)
+        raise UserError(f"could not write checkpoint {name} ({err.strerror or err}); "
+                        f"{f'the previous checkpoint {intact.name} is intact' if intact else 'no earlier checkpoint exists'}"
+                        f"; free some disk space and continue with --resume {run}") from None
+    old = sorted(folder.glob("step_*.safetensors"))[:-cfg.keep_checkpoints]
+    for weights in old:  # weights first: a half-pruned checkpoint is an orphan state file, never used
         weights.unlink(missing_ok=True)
         weights.with_suffix(".state.pt").unlink(missing_ok=True)
+    # temporary files of writes a kill cut short, and state files whose weights never arrived
+    orphans = [s for s in folder.glob("step_*.state.pt") if not (folder / s.name.replace(".state.pt", ".safetensors")).exists()]
+    for junk in [*folder.glob(".*.tmp"), *orphans]:
+        junk.unlink(missing_ok=True)
+
+
+def restore(weights: Path, nets: Nets, sampler: PairSampler, aug_gen: torch.Generator, cfg: TrainConfig,
+            ctx: dist_.Context) -> dict:
+    """Load a checkpoint into the networks, optimisers, data order and random generators; returns its state."""
+    loaded = ckpt.load_model(weights, ctx.device)
+    if loaded.config != cfg.model:
+        differ = [f"{k} {v} (run: {getattr(cfg.model, k)})" for k, v in loaded.config.to_dict().items()
+                  if v != cfg.model.to_dict()[k]]
+        raise UserError(f"{weights} holds a different model than this run is configured for: {', '.join(differ)}; "
+                        f"resume without changing model.* settings")
+    ckpt.unwrap(nets.G).load_state_dict(loaded.generator.state_dict())
+    ckpt.unwrap(nets.D).load_state_dict(loaded.discriminator.state_dict())
+    state = ckpt.load_state(weights.with_suffix(".state.pt"), ckpt.raw_metadata(weights).get("state_sha256"))
+    nets.opt_g.load_state_dict(state["opt_g"])
+    nets.opt_d.load_state_dict(state["opt_d"])
+    sampler.load_state_dict(state["sampler"])
+    aug_gen.set_state(state["aug_rng"][ctx.rank])
+    torch.set_rng_state(state["torch_rng"][ctx.rank])
+    return state
+
+
+def set_lr(nets: Nets, lr: float) -> None:
+    for opt in (nets.opt_g, nets.opt_d):
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop log records after `step` (and a line a crash cut short), so a resumed or rolled-back run
+    logs every step once."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    ckpt.atomic_write(path, lambda tmp: tmp.write_text("".join(keep)))
+
+
+class StopRequest:
+    """While training in one process: the first SIGINT (Ctrl-C) or SIGTERM asks the loop to stop after
+    the current step and save a checkpoint; a second one stops at once (the last checkpoint stands)."""
+
+    def __init__(self, enabled: bool):
+        self.signal: str | None = None
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.previous: dict = {}
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopRequest":
+        if self.enabled:
+            self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def prepare_run(out: Path, cfg: TrainConfig, resume: bool) -> None:
@@ -187,8 +328,13 @@ def prepare_run(out: Path, cfg: TrainConfig, resume: bool) -> None:
         return
     if (out / "config.json").exists():
         raise UserError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=2)))
+    except OSError as err:
+        raise UserError(f"cannot create the run folder {out} ({err.strerror or err})") from None
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> Path:
@@ -207,12 +353,14 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     data = load_source(cfg.data, cfg.model.image_size, cfg.model.background, cfg.model.classes)
     if len(data) < 2 * cfg.batch_size:
         raise UserError(f"the data has {len(data)} images; need at least {2 * cfg.batch_size} for batch size {cfg.batch_size}")
+    check_coverage(data, cfg.min_images_per_class)
     train_idx, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
     if main:  # only rank 0 writes to the run folder
         prepare_run(out, cfg, resume)
-        (out / "data.json").write_text(json.dumps({
-            "source": cfg.data, **data.summary(), "skipped_files": data.skipped,
-            "train": [data.names[i] for i in train_idx.tolist()], "val": [data.names[i] for i in val_idx.tolist()]}))
+        report = json.dumps({"source": cfg.data, **data.summary(), "skipped_files": data.skipped,
+                             "train": [data.names[i] for i in train_idx.tolist()],
+                             "val": [data.names[i] for i in val_idx.tolist()]})
+        ckpt.atomic_write(out / "data.json", lambda tmp: tmp.write_text(report))
         if data.skipped:
             print(f"warning: skipped {len(data.skipped)} unreadable images (listed in {out / 'data.json'})")
         if ctx.enabled:
@@ -231,38 +379,51 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         images = images.pin_memory()
     autocast = autocast_for(cfg, device)
 
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before, lr_scale = 0, 0.0, 1.0  # lr_scale: what rollbacks have done to the learning rate
     if resume:
         last = latest_checkpoint(out)
         if last is not None:
-            loaded = ckpt.load_model(last, device)
-            ckpt.unwrap(nets.G).load_state_dict(loaded.generator.state_dict())
-            ckpt.unwrap(nets.D).load_state_dict(loaded.discriminator.state_dict())
-            state = ckpt.load_state(last.with_suffix(".state.pt"))
-            nets.opt_g.load_state_dict(state["opt_g"])
-            nets.opt_d.load_state_dict(state["opt_d"])
-            sampler.load_state_dict(state["sampler"])
-            aug_gen.set_state(state["aug_rng"][ctx.rank])
-            torch.set_rng_state(state["torch_rng"][ctx.rank])
-            step, elapsed_before = state["step"], state["elapsed"]
+            state = restore(last, nets, sampler, aug_gen, cfg, ctx)
+            step, elapsed_before, lr_scale = state["step"], state["elapsed"], state.get("lr_scale", 1.0)
+            set_lr(nets, cfg.lr * lr_scale)
             if main:
-                print(f"resuming {out} from step {step}")
+                print(f"resuming {out} from step {step}"
+                      + (f" (learning rate {cfg.lr * lr_scale:g} after rollbacks)" if lr_scale < 1 else ""))
     total_steps = cfg.steps if cfg.steps > 0 else (0 if cfg.minutes > 0 else cfg.epochs * sampler.steps_per_epoch)
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tb")) if main else None
-    log_file = open(out / "log.jsonl", "a") if main else None
-    fixed = sample_sources(data, val_idx if len(val_idx) else train_idx)
+    def open_logs() -> tuple:
+        """log.jsonl and TensorBoard, both cut back to `step` (a resumed or rolled-back run logs each step once)."""
+        trim_log(out / "log.jsonl", step)
+        return open(out / "log.jsonl", "a"), SummaryWriter(str(out / "tb"), purge_step=step + 1)
+
+    log_file, writer = open_logs() if main else (None, None)
+    held_out = val_idx if len(val_idx) else train_idx
+    fixed = sample_sources(data, held_out)
+    val_batch = validation_batch(data, held_out, cfg, device) if main else None
     nets.G.train(), nets.D.train()
     start = time.time()
     window_start, window_images, window_steps = start, 0, 0
     sums: dict[str, torch.Tensor] = {}
+    saved_step, rollbacks, injected = step, 0, False
 
     def capture() -> dict:
         """Resumable state; every process's RNG states are gathered (a collective: call on all ranks)."""
         return {"step": step, "elapsed": elapsed_before + time.time() - start, "sampler": sampler.state_dict(),
-                "aug_rng": dist_.gather(ctx, aug_gen.get_state()), "torch_rng": dist_.gather(ctx, torch.get_rng_state())}
+                "aug_rng": dist_.gather(ctx, aug_gen.get_state()), "torch_rng": dist_.gather(ctx, torch.get_rng_state()),
+                "lr_scale": lr_scale}
+
+    def checkpoint() -> None:
+        """Save a checkpoint at `step` with its validation L1 (a collective: call on all ranks)."""
+        nonlocal saved_step, rollbacks
+        state = capture()
+        if main:
+            save_checkpoint(out, nets, cfg, step, state, validation_l1(ckpt.unwrap(nets.G), val_batch))
+        saved_step, rollbacks = step, 0
+
+    if step == 0:  # a fresh run: the state to roll back to before the first periodic checkpoint
+        checkpoint()
 
     def progress_fraction() -> float:
         """Share of the run done, by steps or by time; all processes agree on it (the max)."""
@@ -276,15 +437,37 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                    disable=not (progress and main), transient=False)
     task = bar.add_task("train", total=total_steps or None, completed=step, info="")
     try:
-        with bar:
+        with bar, StopRequest(enabled=not ctx.enabled) as stop:
             while (done := progress_fraction()) < 1.0:
                 late = done >= cfg.late_fraction
                 src, target_class, target_idx = sampler.next_batch()
                 batch = make_batch(data, images, src, target_class, target_idx, cfg, aug_gen, device)
-                losses = train_step(nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, autocast)
-                if not dist_.all_true(ctx, bool(torch.isfinite(losses["d_total"] + losses["g_total"]))):
-                    raise UserError(f"training diverged at step {step + 1} (non-finite loss); "
-                                    f"lower the learning rate (lr=...) or resume from the last checkpoint")
+                if step + 1 == cfg.inject_nan_at and not injected:  # testing aid for the divergence guard
+                    batch["source"][0, 0, 0, 0], injected = math.nan, True
+                try:
+                    losses = train_step(nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, autocast, ctx)
+                except Diverged as err:  # nothing was applied; go back to the last good checkpoint
+                    rollbacks += 1
+                    last = latest_checkpoint(out)
+                    if last is None or rollbacks > cfg.max_rollbacks:
+                        raise UserError(
+                            f"training diverged at step {step + 1} (non-finite {err}) after {rollbacks - 1} "
+                            f"rollback(s) with a lower learning rate; no model was written. "
+                            + (f"Continue from the last good checkpoint with a lower learning rate: "
+                               f"--resume {out} --set lr=... ({last.name}, lr {cfg.lr * lr_scale:g})" if last else
+                               "No good checkpoint is left; start again with a lower learning rate (--set lr=...)")
+                        ) from None
+                    diverged_at, lr_scale = step + 1, lr_scale * cfg.rollback_lr_factor
+                    step = saved_step = restore(last, nets, sampler, aug_gen, cfg, ctx)["step"]
+                    set_lr(nets, cfg.lr * lr_scale)
+                    if main:
+                        print(f"warning: non-finite {err} at step {diverged_at}: rolled back to {last.name} with "
+                              f"learning rate {cfg.lr * lr_scale:g} (rollback {rollbacks} of {cfg.max_rollbacks})")
+                        log_file.close(), writer.close()
+                        log_file, writer = open_logs()
+                    sums, window_start, window_images, window_steps = {}, time.time(), 0, 0
+                    bar.update(task, completed=step)
+                    continue
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0) + v
                 step += 1
@@ -311,14 +494,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                     write_sample_grid(ckpt.unwrap(nets.G), data, fixed, device, out / "samples" / f"step_{step:07d}.png",
                                       f"step {step}")
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    state = capture()
-                    if main:
-                        save_checkpoint(out, nets, cfg, step, state)
-    except KeyboardInterrupt:
-        if main and not ctx.enabled:  # under torchrun the peers are gone; the last checkpoint stands
-            save_checkpoint(out, nets, cfg, step, capture())
-            print(f"interrupted: checkpoint saved at step {step}; continue with --resume {out}")
-        raise
+                    checkpoint()
+                if stop.signal:  # SIGINT/SIGTERM: stop between steps, where the state is whole
+                    if step != saved_step:
+                        checkpoint()
+                    print(f"interrupted ({stop.signal}): checkpoint saved at step {step}; continue with --resume {out}")
+                    raise KeyboardInterrupt
     finally:
         if main:
             log_file.close()
@@ -329,13 +510,19 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     dist_.cleanup(ctx)
     if not main:
         return out / "model.safetensors"
-    save_checkpoint(out, nets, cfg, step, state)
+    val_l1 = validation_l1(ckpt.unwrap(nets.G), val_batch)
+    if step != saved_step:
+        save_checkpoint(out, nets, cfg, step, state, val_l1)
     write_sample_grid(ckpt.unwrap(nets.G), data, fixed, device, out / "samples" / "final.png", f"final (step {step})")
     summary = {"steps": step, "epochs": round(step / sampler.steps_per_epoch, 2), "data": cfg.data,
                "minutes": round((elapsed_before + time.time() - start) / 60, 2), "images": len(data),
                "identities": data.identities, "device": str(device), "processes": ctx.world,
-               "global_batch": cfg.batch_size, "replicas_identical": in_sync}
+               "global_batch": cfg.batch_size, "replicas_identical": in_sync, "val_l1": round(val_l1, 6)}
     model_path = out / "model.safetensors"
-    ckpt.save_model(model_path, nets.G, nets.D, cfg.model, summary)
+    try:
+        ckpt.save_model(model_path, nets.G, nets.D, cfg.model, summary)
+    except OSError as err:
+        raise UserError(f"could not write {model_path} ({err.strerror or err}); the checkpoint of step {step} is "
+                        f"intact: free some disk space and run --resume {out} again") from None
     plot_losses(out / "log.jsonl", out / "loss_curves.png")
     return model_path
