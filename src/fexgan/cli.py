@@ -36,13 +36,20 @@ def main() -> None:
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code)
-    except Exception as err:  # click usage errors carry their own formatting
+    except Exception as err:  # usage errors (bad option values, unknown options): one line too
         import click
 
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
+        try:  # typer >= 0.20 ships its own copy of click, whose exceptions are not click's
+            from typer._click import exceptions as vendored
+        except ImportError:
+            vendored = click.exceptions
+        if isinstance(err, (click.exceptions.ClickException, vendored.ClickException)):
+            ctx = getattr(err, "ctx", None)
+            see = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            console.print(f"[bold red]error:[/] {escape(err.format_message())}{escape(see)}", highlight=False,
+                          soft_wrap=True)
+            sys.exit(2)
+        if isinstance(err, (click.exceptions.Abort, vendored.Abort)):
             sys.exit(1)
         raise
 

@@ -51,7 +51,7 @@ def open_image(source: str | Path | Image.Image | bytes) -> Image.Image:
             img.load()
         except FileNotFoundError:
             raise UserError(f"image {source} does not exist") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
             name = "the uploaded data" if isinstance(source, bytes) else str(source)
             raise UserError(f"cannot read {name} as an image ({err.__class__.__name__}: {err})") from None
     img = ImageOps.exif_transpose(img)
@@ -277,13 +277,16 @@ def check_coverage(data: ImageSet, minimum: int = 1) -> None:
     """Every expression and every identity needs at least `minimum` images to train on."""
     per_class = torch.bincount(data.expression, minlength=len(data.classes))
     per_ident = torch.bincount(data.identity, minlength=len(data.identities))
-    empty = [c for c, n in zip(data.classes, per_class.tolist()) if n < minimum]
+    hint = (f" ({len(data.skipped)} unreadable file(s) were skipped, e.g. {data.skipped[0][0]}: {data.skipped[0][1]})"
+            if data.skipped else "")
+    empty = [f"{c} ({n})" for c, n in zip(data.classes, per_class.tolist()) if n < minimum]
     if empty:
-        raise UserError(f"expression(s) {', '.join(empty)} have fewer than {minimum} readable images; "
-                        f"add images or check the data report")
-    few = [i for i, n in zip(data.identities, per_ident.tolist()) if n < minimum]
+        raise UserError(f"expression(s) {', '.join(empty)} have fewer than {minimum} readable images{hint}; "
+                        f"add images or lower min_images_per_class")
+    few = [f"{i} ({n})" for i, n in zip(data.identities, per_ident.tolist()) if n < minimum]
     if few:
-        raise UserError(f"identity(ies) {', '.join(few)} have fewer than {minimum} readable images")
+        raise UserError(f"identity(ies) {', '.join(few)} have fewer than {minimum} readable images{hint}; "
+                        f"add images or lower min_images_per_class")
 
 
 # ----------------------------------------------------------------------------- split and pairs
