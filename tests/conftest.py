@@ -1,9 +1,10 @@
-"""Shared fixtures: a private data cache for the whole session and small, real PNG face trees."""
+"""Shared fixtures: a private data cache for the whole session, small real PNG face trees, a tiny
+trained model and real `fexgan serve` processes."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 from PIL import Image, ImageDraw
@@ -74,3 +75,58 @@ def make_tree() -> Callable[..., Path]:
 def face_folder(tmp_path_factory: pytest.TempPathFactory, make_tree: Callable[..., Path]) -> Path:
     """3 identities x 7 expressions x 3 images (63 PNGs) in the folder layout, for training tests."""
     return make_tree(tmp_path_factory.mktemp("faces"), "folder", identities=3, per_class=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model file of the `tiny` preset trained on `toon:4` (32 px), once per session: 200 steps
+    (a few seconds) with a light L1 weight, so that its outputs visibly follow the affect."""
+    from fexgan.config import build_config
+    from fexgan.train import train
+
+    cfg = build_config("tiny", overrides=["data=toon:4", "device=cpu", "threads=1", "steps=200", "gamma=10",
+                                          "lr=1e-3"])
+    return train(cfg, tmp_path_factory.mktemp("tiny-model") / "run", progress=False)
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+    """Start `fexgan serve MODEL ARGS...` on a free localhost port and wait until it answers;
+    returns its base URL. Every server started is stopped at the end of the session."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    servers: list[subprocess.Popen] = []
+
+    def start(model: Path, *args: str) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = tmp_path_factory.mktemp("serve") / "server.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "fexgan"), "serve", str(model),
+                                     "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT)
+        servers.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"fexgan serve exited with {proc.returncode}: {log.read_text()}")
+            try:
+                urllib.request.urlopen(f"{url}/api/info", timeout=2).read()
+                return url
+            except OSError:
+                time.sleep(0.25)
+        raise RuntimeError(f"fexgan serve did not answer within 120 s: {log.read_text()}")
+
+    yield start
+    for proc in servers:
+        proc.terminate()
+    for proc in servers:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -99,18 +99,23 @@ class Gate:
     """At most `workers` model calls at once and `max_waiting` more waiting; the rest are refused."""
 
     def __init__(self, workers: int, max_waiting: int):
+        self.capacity = workers + max_waiting
+        self.pending = 0  # calls running or waiting
         self._running = threading.Semaphore(workers)
-        self._admitted = threading.Semaphore(workers + max_waiting)
+        self._lock = threading.Lock()
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
-        if not self._admitted.acquire(blocking=False):
-            raise RequestError("the server is busy (too many requests waiting); try again in a moment", 503)
+        with self._lock:
+            if self.pending >= self.capacity:
+                raise RequestError("the server is busy (too many requests waiting); try again in a moment", 503)
+            self.pending += 1
         try:
             with self._running:
                 yield
         finally:
-            self._admitted.release()
+            with self._lock:
+                self.pending -= 1
 
 
 class Engine:
@@ -271,16 +276,17 @@ def images_response(images: list[Image.Image], labels: list[str], fmt: str, sour
 
 
 class BodyLimit:
-    """ASGI middleware: refuse an /api request whose body is over `limit` bytes with 413, from its
-    Content-Length before reading it, or as soon as a streamed body passes the limit."""
+    """ASGI middleware: refuse an /api request whose body is over the upload limit (plus room for
+    the form fields) with 413, from its Content-Length before reading it, or as soon as a streamed
+    body passes the limit."""
 
-    def __init__(self, app: Callable, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app: Callable, max_upload_bytes: int):
+        self.app, self.upload, self.limit = app, max_upload_bytes, max_upload_bytes + FORM_SLACK
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api"):
             return await self.app(scope, receive, send)
-        refusal = JSONResponse({"error": f"the request is larger than the limit of {self.limit / MB:.1f} MB"}, 413)
+        refusal = JSONResponse({"error": f"the request is over the upload limit of {self.upload / MB:g} MB"}, 413)
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.limit:
             return await refusal(scope, receive, send)
@@ -385,7 +391,7 @@ def create_api(engine: Engine) -> FastAPI:
     def unknown(path: str) -> None:
         raise RequestError(f"no such endpoint /api/{path}; see GET /api", 404)
 
-    app.add_middleware(BodyLimit, limit=limit + FORM_SLACK)
+    app.add_middleware(BodyLimit, max_upload_bytes=limit)
     return app
 
 
@@ -431,10 +437,10 @@ def build_page(engine: Engine) -> gr.Blocks:
     @in_page
     def on_upload(payload: dict | None, *weights: float) -> tuple:
         if not payload or not payload.get("path"):
-            return (gr.skip(),) * 4
+            return (gr.skip(),) * 5
         with open(payload["path"], "rb") as f:
             data = f.read(engine.limits.max_upload_bytes + 1)  # enough to tell that a file is too large
-        return show(engine.upload(data), weights)
+        return (None, *show(engine.upload(data), weights))
 
     @in_page
     def on_character(name: str, *weights: float) -> tuple:
@@ -507,7 +513,7 @@ def build_page(engine: Engine) -> gr.Blocks:
         shown = [face, reading, strip_image, mix_image]
         # preprocess=False: the upload arrives as Gradio's file record, so the engine checks and
         # decodes the file itself (a clear message for non-images and huge images)
-        upload.upload(on_upload, [upload, *sliders], shown, preprocess=False, **queued)
+        upload.upload(on_upload, [upload, *sliders], [character, *shown], preprocess=False, **queued)
         character.input(on_character, [character, *sliders], [upload, *shown], **queued)
         page.load(on_character, [character, *sliders], [upload, *shown], **queued)
         random_button.click(on_random, sliders, [upload, character, *shown], **queued)
@@ -547,13 +553,14 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 7860, limits: 
     """Load the model and serve the page and the API until interrupted."""
     if limits.max_upload_bytes < 1 or limits.max_pixels < 1 or limits.workers < 1:
         raise UserError("--max-upload-mb, --max-pixels and --workers must be positive")
-    Image.MAX_IMAGE_PIXELS = limits.max_pixels  # Pillow's own guard matches ours, wherever it decodes
+    # Pillow's own guard (its error names no size) stays above ours, which names the size
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limits.max_pixels)
     if limits.workers > 1:  # parallel calls, not threads fighting inside each call
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // limits.workers))
+    sock = bind(host, port)  # a port in use fails before the model loads
     engine = Engine(FExGAN.load(model, device), limits)
-    sock = bind(host, port)
     url_host = f"[{host}]" if ":" in host else host
     log(f"serving {engine.info()['name']} on http://{url_host}:{sock.getsockname()[1]} (Ctrl+C to stop)")
     if host not in ("127.0.0.1", "localhost", "::1"):

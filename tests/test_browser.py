@@ -1,0 +1,84 @@
+"""The web demo in a real headless Chromium (Debian's `chromium`, driven by Playwright): upload a
+face, see the strip of expressions, move a slider and see a new mix, make a morph GIF, get a clear
+message for a file that is not an image, and never reach outside the machine.
+
+FEXGAN_TEST_MODEL=model.safetensors FEXGAN_TEST_SCREENSHOT=docs/web_demo.png runs the same test on
+another model and keeps its screenshot (that is how docs/web_demo.png was made).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fexgan import toon
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+LOCAL = ("http://127.0.0.1:", "data:", "blob:")
+
+pytestmark = pytest.mark.browser
+if not CHROMIUM.exists():
+    pytest.skip(f"the browser test needs Chromium at {CHROMIUM} (Debian: apt-get install chromium)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (pip install playwright)")
+pytest.importorskip("gradio")
+
+
+@pytest.fixture(scope="module")
+def page_url(tiny_model: Path, start_server) -> str:
+    return start_server(Path(os.environ.get("FEXGAN_TEST_MODEL", tiny_model)))
+
+
+def image_src(page, selector: str) -> str | None:
+    return page.evaluate(f"() => document.querySelector('{selector} img')?.src ?? null")
+
+
+def wait_for_new_image(page, selector: str, old: str | None) -> str:
+    page.wait_for_function(f"old => {{ const i = document.querySelector('{selector} img'); "
+                           f"return i && i.complete && i.naturalWidth > 0 && i.src !== old; }}", arg=old, timeout=60_000)
+    return image_src(page, selector)
+
+
+def test_upload_slide_morph_and_screenshot(page_url: str, tmp_path: Path) -> None:
+    face = tmp_path / "fig.png"
+    toon.render_face(toon.make_characters(5)[4], "neutral", size=160).save(face)
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("this is text with an image suffix")
+    shot = Path(os.environ.get("FEXGAN_TEST_SCREENSHOT", tmp_path / "web_demo.png"))
+    outside: list[str] = []
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1180})
+            page.on("request", lambda r: None if r.url.startswith(LOCAL) else outside.append(r.url))
+            page.goto(page_url)
+            strip = wait_for_new_image(page, "#strip", None)  # the first character is shown on load
+            assert "FExGAN" in page.inner_text("h2")
+
+            page.locator("#face input[type=file]").set_input_files(face)
+            strip = wait_for_new_image(page, "#strip", strip)
+            mix = wait_for_new_image(page, "#mix", None)
+
+            page.locator("#slider-surprise input[type=range]").fill("0.7")
+            mix = wait_for_new_image(page, "#mix", mix)
+            page.locator("#slider-joy input[type=range]").fill("0.4")
+            wait_for_new_image(page, "#mix", mix)
+            page.mouse.move(0, 0)
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+
+            page.locator("#face input[type=file]").set_input_files(not_an_image)
+            page.get_by_text("not an image").first.wait_for(timeout=30_000)
+
+            page.get_by_role("tab", name="Morph").click()
+            page.locator("#make-gif").click()
+            page.locator("#gif img").wait_for(timeout=60_000)
+            assert page.locator("#gif img").get_attribute("src").startswith("data:image/gif;base64,")
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 20_000
+    assert outside == [], f"the page fetched from outside the machine: {outside}"

@@ -1,0 +1,235 @@
+"""The HTTP API of `fexgan serve`, against the real server process with a real HTTP client:
+every operation, the bad inputs (each a 4xx JSON error, the server answering afterwards), the
+upload limits, the bounded queue and the command's own errors."""
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from fexgan import toon
+from fexgan.expressions import EXPRESSIONS
+
+pytest.importorskip("gradio")
+
+SIZE = 32  # the tiny preset's image size
+FEXGAN = Path(sys.executable).parent / "fexgan"
+
+
+@pytest.fixture(scope="module")
+def api(tiny_model: Path, start_server) -> httpx.Client:
+    url = start_server(tiny_model, "--max-upload-mb", "1", "--max-pixels", "1000000")
+    with httpx.Client(base_url=url, timeout=60) as client:
+        yield client
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def face() -> bytes:
+    """A toon face as a user would upload it: 100 px RGBA PNG."""
+    return png_bytes(toon.render_face(toon.make_characters(2)[1], "neutral", size=100))
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A valid PNG header that claims width x height pixels, with (almost) no pixel data: a tiny
+    file that would need gigabytes once decoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def image_of(response: httpx.Response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    image = Image.open(io.BytesIO(response.content))
+    image.load()
+    return image
+
+
+def test_info_describes_the_model_and_the_limits(api: httpx.Client, tiny_model: Path) -> None:
+    info = api.get("/api/info").json()
+    assert info["name"] == tiny_model.parent.name  # a run folder's model.safetensors is named after the run
+    assert info["bytes"] == tiny_model.stat().st_size
+    assert info["classes"] == list(EXPRESSIONS)
+    assert info["config"]["image_size"] == SIZE and info["parameters"]["generator"] > 0
+    assert info["summary"]["steps"] == 200 and info["summary"]["data"] == "toon:4"
+    assert info["characters"] == list(toon.DEFAULT_CHARACTERS)
+    assert info["limits"]["max_upload_bytes"] == 2**20 and info["limits"]["max_pixels"] == 1_000_000
+    assert len(api.get("/api").json()["endpoints"]) == 6
+
+
+def test_listens_on_localhost_only_by_default(api: httpx.Client) -> None:
+    tcp = Path("/proc/net/tcp")
+    if not tcp.exists():
+        pytest.skip("needs Linux /proc/net/tcp")
+    port = f"{httpx.URL(str(api.base_url)).port:04X}"
+    listening = [line.split()[1] for line in tcp.read_text().splitlines()[1:]
+                 if line.split()[1].endswith(f":{port}") and line.split()[3] == "0A"]
+    assert listening == [f"0100007F:{port}"]  # 127.0.0.1, not 0.0.0.0
+
+
+def test_transfer_a_character_to_every_expression(api: httpx.Client) -> None:
+    response = api.post("/api/transfer", data={"character": "bo"})
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-labels"].split(",") == list(EXPRESSIONS)
+    assert image_of(response).size == (7 * SIZE, SIZE)
+
+
+def test_transfer_an_upload_as_png_and_as_json(api: httpx.Client, face: bytes) -> None:
+    one = api.post("/api/transfer", files={"image": ("face.png", face, "image/png")}, data={"to": "joy"})
+    assert image_of(one).size == (SIZE, SIZE)
+    body = api.post("/api/transfer", files={"image": ("face.png", face)},
+                    data={"source": "neutral", "format": "json"}).json()
+    assert body["source"] == "neutral" and [i["label"] for i in body["images"]] == list(EXPRESSIONS)
+    faces = [Image.open(io.BytesIO(base64.b64decode(i["png"]))) for i in body["images"]]
+    assert all(f.size == (SIZE, SIZE) for f in faces)
+    assert len({f.tobytes() for f in faces}) == 7  # seven different pictures
+    # without a source the classifier reads the face's expression
+    assert api.post("/api/transfer", files={"image": ("face.png", face)},
+                    data={"format": "json"}).json()["source"] in EXPRESSIONS
+
+
+def test_mix_sample_morph_classify(api: httpx.Client, face: bytes) -> None:
+    mixed = api.post("/api/mix", data={"character": "ada", "affect": "anger=0.5,sadness=0.5"})
+    pure = api.post("/api/mix", data={"character": "ada", "affect": "anger"})
+    assert image_of(mixed).size == image_of(pure).size == (SIZE, SIZE) and mixed.content != pure.content
+
+    three = api.post("/api/sample", data={"expression": "joy", "n": 3, "seed": 7})
+    assert image_of(three).size == (3 * SIZE, SIZE)
+    assert api.post("/api/sample", data={"expression": "joy", "n": 3, "seed": 7}).content == three.content
+    assert api.post("/api/sample", data={"expression": "joy", "n": 3, "seed": 8}).content != three.content
+
+    gif = api.post("/api/morph", files={"image": ("face.png", face)},
+                   data={"from": "neutral", "to": "surprise", "frames": 6, "fps": 10})
+    assert gif.headers["content-type"] == "image/gif"
+    assert image_of(gif).n_frames >= 2  # identical consecutive frames may merge
+    body = api.post("/api/morph", data={"character": "cleo", "frames": 4, "format": "json"}).json()
+    assert body["frames"] == 4 and Image.open(io.BytesIO(base64.b64decode(body["gif"]))).format == "GIF"
+
+    reading = api.post("/api/classify", files={"image": ("face.png", face)}).json()
+    assert set(reading["probabilities"]) == set(EXPRESSIONS)
+    assert abs(sum(reading["probabilities"].values()) - 1) < 1e-4
+    assert reading["expression"] == max(reading["probabilities"], key=reading["probabilities"].get)
+
+
+BAD_REQUESTS = {
+    # name: (endpoint, form fields, uploaded file or None, status, words in the message)
+    "not an image": ("/api/transfer", {}, b"hello, this is text", 415, ["not an image"]),
+    "empty file": ("/api/transfer", {}, b"", 400, ["empty"]),
+    "truncated image": ("/api/transfer", {}, "truncated", 400, ["cannot read"]),
+    "too large": ("/api/transfer", {}, b"\0" * (2**20 + 100_000), 413, ["limit", "MB"]),
+    "too many pixels": ("/api/transfer", {}, "1500x1500", 413, ["1500x1500", "1 megapixels"]),
+    "pixel bomb": ("/api/classify", {}, "bomb", 413, ["too many pixels"]),
+    "unknown expression": ("/api/transfer", {"character": "ada", "to": "smirk"}, None, 400, ["smirk", *EXPRESSIONS]),
+    "unknown source": ("/api/transfer", {"source": "smirk"}, "face", 400, ["smirk"]),
+    "unknown affect": ("/api/mix", {"character": "ada", "affect": "joy=0.5,glee=0.5"}, None, 400, ["glee"]),
+    "bad weight": ("/api/mix", {"character": "ada", "affect": "joy=lots"}, None, 400, ["lots"]),
+    "unknown character": ("/api/transfer", {"character": "zed"}, None, 400, ["zed", "ada"]),
+    "no face": ("/api/transfer", {}, None, 400, ["image", "character"]),
+    "missing affect": ("/api/mix", {"character": "ada"}, None, 422, ["affect"]),
+    "bad number": ("/api/sample", {"n": "many"}, None, 422, ["n"]),
+    "too many samples": ("/api/sample", {"n": 1000}, None, 400, ["16"]),
+    "too many frames": ("/api/morph", {"character": "ada", "frames": 5000}, None, 400, ["frames", "96"]),
+    "bad format": ("/api/transfer", {"character": "ada", "format": "xml"}, None, 400, ["xml", "json"]),
+    "unknown endpoint": ("/api/smile", {"character": "ada"}, None, 404, ["/api/smile"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_input_is_a_4xx_json_error_and_the_server_keeps_serving(api: httpx.Client, face: bytes, case: str) -> None:
+    endpoint, fields, upload, status, words = BAD_REQUESTS[case]
+    if isinstance(upload, str):
+        upload = {"face": face, "truncated": face[: len(face) // 2], "bomb": header_only_png(100_000, 100_000),
+                  "1500x1500": png_bytes(Image.new("L", (1500, 1500)))}[upload]
+    files = {"image": ("upload.png", upload, "image/png")} if upload is not None else None
+    response = api.post(endpoint, data=fields, files=files)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    message = response.json()["error"]
+    assert all(w in message for w in words), message
+    assert api.post("/api/transfer", data={"character": "ada", "to": "joy"}).status_code == 200
+
+
+def test_a_streamed_body_over_the_limit_is_cut_off(api: httpx.Client) -> None:
+    """No Content-Length (chunked): the limit applies while the body arrives."""
+    boundary = b"fexganboundary"
+    head = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+
+    def body():
+        yield head
+        for _ in range(40):  # 2.5 MB in 64 KiB pieces
+            yield b"\0" * 65536
+        yield b"\r\n--" + boundary + b"--\r\n"
+
+    response = api.post("/api/transfer", content=body(),
+                        headers={"content-type": f"multipart/form-data; boundary={boundary.decode()}"})
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+    assert api.get("/api/info").status_code == 200
+
+
+def test_many_clients_at_once_are_all_served(api: httpx.Client, face: bytes) -> None:
+    def call(i: int) -> int:
+        with httpx.Client(base_url=api.base_url, timeout=60) as client:
+            return client.post("/api/mix", files={"image": ("f.png", face)},
+                               data={"affect": f"joy={i / 16},surprise={1 - i / 16}"}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(call, range(16))) == [200] * 16
+
+
+def test_the_gate_bounds_running_and_waiting_calls() -> None:
+    from fexgan.serve import Gate, RequestError
+
+    gate, inside, release = Gate(workers=1, max_waiting=1), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gate():
+            inside.set()
+            release.wait(10)
+
+    first, second = threading.Thread(target=hold), threading.Thread(target=hold)
+    first.start()
+    assert inside.wait(10)
+    inside.clear()
+    second.start()
+    while gate.pending < 2:  # until the second call waits in line
+        time.sleep(0.01)
+    with pytest.raises(RequestError) as refused:
+        with gate():
+            pass
+    assert refused.value.status == 503 and "busy" in str(refused.value)
+    release.set()
+    first.join(10)
+    second.join(10)
+    with gate():  # free again
+        pass
+
+
+def test_command_errors_are_one_line(tmp_path: Path, api: httpx.Client, tiny_model: Path) -> None:
+    cases = {(str(tmp_path / "nope.safetensors"),): ["nope.safetensors", "not found"],
+             (str(tiny_model), "--port", str(httpx.URL(str(api.base_url)).port)): ["cannot listen", "in use", "--port"]}
+    procs = {args: subprocess.Popen([str(FEXGAN), "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True) for args in cases}  # side by side: each starts Python, torch, gradio
+    for args, proc in procs.items():
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 2, stderr
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr
+        assert all(w in lines[0] for w in cases[args]), lines[0]
