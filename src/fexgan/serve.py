@@ -475,7 +475,7 @@ def build_page(engine: Engine) -> gr.Blocks:
         return (f'<img src="{url}" alt="morph {start} to {end}" class="morph" />'
                 f'<p><a href="{url}" download="{name}">Download {name}</a></p>')
 
-    with gr.Blocks(title=f"fexgan · {info['name']}", analytics_enabled=False, delete_cache=(600, 1800)) as page:
+    with gr.Blocks(title=f"fexgan · {info['name']}", analytics_enabled=False, delete_cache=(60, 300)) as page:
         face = gr.State(None)
         gr.Markdown(describe(info))
         with gr.Tab("Expressions"):
