@@ -25,7 +25,7 @@ console = Console(stderr=True)
 def main() -> None:
     """Console entry point: run the Typer app and turn user errors into one clear line."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer returns (not raises) the code of typer.Exit and Ctrl-C (130)
     except UserError as err:
         # one line, never wrapped; brackets in paths are text, not markup
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
@@ -52,6 +52,10 @@ def main() -> None:
         if isinstance(err, (click.exceptions.Abort, vendored.Abort)):
             sys.exit(1)
         raise
+    if isinstance(code, int) and code:
+        if code == 130:
+            console.print("[yellow]interrupted[/]")
+        sys.exit(code)
 
 
 @app.command()
