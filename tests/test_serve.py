@@ -233,3 +233,20 @@ def test_command_errors_are_one_line(tmp_path: Path, api: httpx.Client, tiny_mod
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr
         assert all(w in lines[0] for w in cases[args]), lines[0]
+
+
+def test_a_generator_only_model_assumes_neutral_faces(tiny_model: Path, face: bytes) -> None:
+    """A model file without its discriminator cannot read expressions: faces count as neutral."""
+    import torch
+
+    from fexgan.checkpoint import load_model
+    from fexgan.generate import FExGAN
+    from fexgan.serve import Engine, describe
+
+    engine = Engine(FExGAN(load_model(tiny_model, "cpu", discriminator=False), torch.device("cpu"), tiny_model))
+    upload = engine.upload(face)
+    assert upload.source == "neutral" and upload.probabilities is None
+    images, labels = engine.transfer(upload, "all")
+    assert labels == list(EXPRESSIONS) and all(im.size == (SIZE, SIZE) for im in images)
+    assert "discriminator" not in engine.info()["parameters"]
+    assert "trained 200 steps" in describe(engine.info())

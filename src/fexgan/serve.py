@@ -3,7 +3,7 @@
 The page, at /: upload a face or pick a toon character, see it turned to all seven expressions,
 mix expressions with seven sliders, draw a random face from the decoder, make a morph GIF.
 The API, at /api (answers PNG/GIF, or JSON with base64 images for format=json; errors are JSON
-{"error": "..."} with a 4xx status):
+{"error": "..."}, 4xx for bad input and 503 when busy):
 
     GET  /api/info       model name, file size, parameters, configuration, training summary, limits
     POST /api/transfer   image|character [to=all|EXPRESSION|AFFECT] [source] [format=png|json]
@@ -216,7 +216,8 @@ class Engine:
 
     # ------------------------------------------------------------------------- about the model
     def info(self) -> dict[str, Any]:
-        """Name, file, size, parameter counts, configuration, training summary and limits."""
+        """Name, file, size, parameter counts, configuration, training summary, limits and the
+        model calls running or waiting right now."""
         m = self.model
         path = m.path or Path("model")
         name = path.parent.name if path.stem in ("model", "") else path.stem
@@ -226,7 +227,7 @@ class Engine:
         return {"name": name, "file": str(path), "bytes": path.stat().st_size if path.is_file() else None,
                 "parameters": params, "config": m.config.to_dict(), "classes": list(m.classes),
                 "summary": m.summary, "characters": list(self.characters), "device": str(m.device),
-                "limits": asdict(self.limits)}
+                "limits": asdict(self.limits), "pending": self.gate.pending}
 
 
 def describe(info: dict[str, Any]) -> str:
@@ -317,7 +318,8 @@ def create_api(engine: Engine) -> FastAPI:
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, err: UserError) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, getattr(err, "status", 400))
+        status = getattr(err, "status", 400)
+        return JSONResponse({"error": str(err)}, status, headers={"Retry-After": "1"} if status == 503 else None)
 
     @app.exception_handler(RequestValidationError)
     async def bad_fields(request: Request, err: RequestValidationError) -> JSONResponse:
