@@ -88,7 +88,7 @@ class TrainConfig:
     channels_last: bool = True       # on CUDA
     compile: bool = False
     sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
-    threads: int = 0                 # torch intra-op threads on CPU; 0 = all cores
+    threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)
     log_every: int = 20
     sample_every: int = 500
     checkpoint_every: int = 500

@@ -38,6 +38,7 @@ from fexgan.data import (ImageSet, PairSampler, augment, check_coverage, load_so
 from fexgan.errors import UserError
 from fexgan.losses import discriminator_loss, generator_loss
 from fexgan.models import Discriminator, Generator
+from fexgan.threads import ThreadTuner
 from fexgan.visuals import image_grid, plot_losses
 
 
@@ -378,6 +379,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     if device.type == "cpu" and images.device.type == "cpu" and torch.cuda.is_available():
         images = images.pin_memory()
     autocast = autocast_for(cfg, device)
+    # threads=0 on CPU: time real steps with 1, 2, ... cores and keep the fastest (a shared machine can
+    # make one thread several times faster than all); under torchrun the launcher splits the cores
+    tuner = ThreadTuner(torch.get_num_threads(), enabled=device.type == "cpu" and cfg.threads == 0 and not ctx.enabled)
 
     step, elapsed_before, lr_scale = 0, 0.0, 1.0  # lr_scale: what rollbacks have done to the learning rate
     if resume:
@@ -445,7 +449,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                 if step + 1 == cfg.inject_nan_at and not injected:  # testing aid for the divergence guard
                     batch["source"][0, 0, 0, 0], injected = math.nan, True
                 try:
-                    losses = train_step(nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, autocast, ctx)
+                    losses = tuner(train_step, nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, autocast, ctx)
                 except Diverged as err:  # nothing was applied; go back to the last good checkpoint
                     rollbacks += 1
                     last = latest_checkpoint(out)

@@ -1,0 +1,109 @@
+"""Time to quality: minutes of `fexgan train` until the judge says the transfers are right.
+
+Trains a preset (default `cpu`) on toon faces with `fexgan.train.train` itself, a checkpoint every
+`--every` steps, for at most `--minutes`; then judges every checkpoint the way `fexgan evaluate`
+does: `--n` held-out (val) sources, each transferred to all 7 expressions, the independent judge
+(fexgan.metrics.judge) scoring expression accuracy (predicted == target) and identity preservation
+(predicted character == source character). Time to quality is the training time (the checkpoint's
+`elapsed`, without data set-up and without the judging) of the first checkpoint with both >= the
+thresholds. Judging after training keeps the CPU for training while it runs.
+
+    .venv/bin/python benchmarks/time_to_quality.py --minutes 15 --every 100 [--set lr=1e-3 ...]
+
+Writes OUT/time_to_quality.json (the curve, the result, the command, the machine and its load).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fexgan import checkpoint as ckpt
+from fexgan.bench import machine
+from fexgan.config import build_config
+from fexgan.data import load_source, split_indices
+from fexgan.metrics.evaluate import transfer_metrics
+from fexgan.metrics.generated import transfer
+from fexgan.metrics.judge import get_judge
+from fexgan.train import train
+
+
+def judge_checkpoints(run: Path, cfg, n: int, log=print) -> tuple[list[dict], dict]:
+    """(curve, judge accuracy on real images): expression accuracy and identity preservation of every
+    checkpoint's transfers, in step order."""
+    data = load_source(cfg.data, cfg.model.image_size, cfg.model.background, cfg.model.classes)
+    judge = get_judge(cfg.data, cfg.model.image_size, data=data, background=cfg.model.background,
+                      classes=cfg.model.classes, log=log)
+    _, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
+    src = val_idx[torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(0))[:n]]
+    n_cls = cfg.model.num_classes
+    rep, targets = torch.arange(len(src)).repeat_interleave(n_cls), torch.arange(n_cls).repeat(len(src))
+    real, src_cls, src_id = data.images[src][rep], data.expression[src][rep], data.identity[src][rep]
+    curve = []
+    for weights in sorted((run / "checkpoints").glob("step_*.safetensors")):
+        state = ckpt.load_state(weights.with_suffix(".state.pt"))
+        G = ckpt.load_model(weights, discriminator=False).generator
+        expr_p, id_p = judge.predict(transfer(G, real, src_cls, F.one_hot(targets, n_cls).float()))
+        pred = expr_p.argmax(1)
+        m = transfer_metrics(cfg.model.classes, src_cls, targets, pred, pred == targets, id_p.argmax(1) == src_id)
+        curve.append({"step": state["step"], "minutes": round(state["elapsed"] / 60, 2),
+                      "expression_accuracy": m["expression_accuracy"]["value"],
+                      "identity_preservation": m["identity_preservation"]["value"]})
+        log(f"step {curve[-1]['step']:6d}  {curve[-1]['minutes']:6.2f} min  expression "
+            f"{curve[-1]['expression_accuracy']:.3f}  identity {curve[-1]['identity_preservation']:.3f}")
+    return curve, judge.accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--data", default="toon")
+    parser.add_argument("--minutes", type=float, default=15.0, help="training cap")
+    parser.add_argument("--every", type=int, default=100, help="checkpoint (and judge) every this many steps")
+    parser.add_argument("--n", type=int, default=200, help="held-out sources, each transferred to every expression")
+    parser.add_argument("--expression", type=float, default=0.90, help="expression accuracy threshold")
+    parser.add_argument("--identity", type=float, default=0.90, help="identity preservation threshold")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    parser.add_argument("--out", type=Path, default=Path("runs") / f"ttq-{time.strftime('%Y%m%d-%H%M%S')}")
+    args = parser.parse_args()
+
+    cfg = build_config(args.preset, overrides=[f"data={args.data}", f"minutes={args.minutes}", "device=cpu",
+                                               f"checkpoint_every={args.every}", "keep_checkpoints=100000",
+                                               "sample_every=0", *args.overrides])
+    info = machine(torch.device("cpu"))
+    start, cpu_start = time.time(), time.process_time()
+    train(cfg, args.out, progress=False)
+    wall = time.time() - start
+    info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["cpu_utilisation"] = round((time.process_time() - cpu_start) / wall / max(1, os.cpu_count() or 1), 2)
+    curve, judge_accuracy = judge_checkpoints(args.out, cfg, args.n)
+    hit = next((c for c in curve if c["expression_accuracy"] >= args.expression
+                and c["identity_preservation"] >= args.identity), None)
+    best = max(curve, key=lambda c: min(c["expression_accuracy"], c["identity_preservation"]))
+    result = {
+        "command": " ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], *sys.argv]),
+        "preset": args.preset, "overrides": args.overrides, "cap_minutes": args.minutes,
+        "thresholds": {"expression": args.expression, "identity": args.identity},
+        "minutes_to_quality": hit["minutes"] if hit else None, "reached_at": hit, "best": best,
+        "judge_real_accuracy": judge_accuracy, "curve": curve, "machine": info,
+        "total_wall_minutes": round(wall / 60, 2),
+    }
+    (args.out / "time_to_quality.json").write_text(json.dumps(result, indent=2))
+    if hit:
+        print(f"time to quality: {hit['minutes']} min (step {hit['step']}): expression {hit['expression_accuracy']:.3f}, "
+              f"identity {hit['identity_preservation']:.3f}")
+    else:
+        print(f"not reached in {args.minutes} min; best at {best['minutes']} min (step {best['step']}): expression "
+              f"{best['expression_accuracy']:.3f}, identity {best['identity_preservation']:.3f}")
+    print(f"load average {info['load_average']} -> {info['load_average_end']}; results in {args.out / 'time_to_quality.json'}")
+
+
+if __name__ == "__main__":
+    main()
