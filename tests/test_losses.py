@@ -58,13 +58,14 @@ def test_cross_entropy_with_soft_targets() -> None:
 
 
 def test_kl_with_log_sigma() -> None:
-    """KL(N(mu, sigma^2) || N(0, 1)) = (sigma^2 + mu^2 - 1 - 2 log sigma) / 2 per dimension, mean over all."""
+    """KL(N(mu, sigma^2) || N(0, 1)) = (sigma^2 + mu^2 - 1 - 2 log sigma) / 2 per dimension, summed
+    over the latent dimensions and averaged over the batch."""
     mu = torch.tensor([[1.0, 0.0], [0.0, -2.0]])
     sigma = torch.tensor([[1.0, 2.0], [0.5, 1.0]])
     per_dim = [(s * s + m * m - 1 - 2 * math.log(s)) / 2
                for m, s in zip(mu.flatten().tolist(), sigma.flatten().tolist())]
     assert per_dim[0] == 0.5 and per_dim[3] == 2.0  # the hand values: (1+1-1-0)/2, (1+4-1-0)/2
-    assert kl_loss(mu, sigma.log()).item() == pytest.approx(sum(per_dim) / 4, rel=1e-6)
+    assert kl_loss(mu, sigma.log()).item() == pytest.approx(sum(per_dim) / 2, rel=1e-6)
     assert kl_loss(torch.zeros(3, 5), torch.zeros(3, 5)).item() == 0.0  # the prior itself
 
 
@@ -86,7 +87,7 @@ def test_generator_total_uses_every_weight() -> None:
                          alpha, alpha_binary, beta, gamma)
     g_adv = (math.log(2) + softplus(-2.0)) / 2                          # phi_b(1, y) on fakes
     g_cls = -(log_softmax(LOGITS[0], 2) + log_softmax(LOGITS[1], 0)) / 2  # phi_m(A_t, y_m)
-    kl = (0.5 + (4 - 1 - 2 * math.log(2)) / 2) / 2
+    kl = 0.5 + (4 - 1 - 2 * math.log(2)) / 2  # one image, two latent dimensions summed
     rec = 0.25
     assert out["g_adv"].item() == pytest.approx(g_adv, rel=1e-6)
     assert out["g_cls"].item() == pytest.approx(g_cls, rel=1e-6)

@@ -19,9 +19,11 @@ def adversarial_terms(real_fake_logit: torch.Tensor, class_logits: torch.Tensor,
 
 
 def kl_loss(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, 1)) of eq. 3, with log-variance = 2 log_sigma; mean over batch and dims."""
+    """KL(N(mu, sigma^2) || N(0, 1)) of eq. 3, with log-variance = 2 log_sigma: summed over the latent
+    dimensions as in the paper (a mean would weaken it by the latent size and leave the latents off
+    the prior, so that decoding random z gives one face), averaged over the batch."""
     log_var = 2.0 * log_sigma
-    return -0.5 * torch.mean(1.0 + log_var - mu.pow(2) - log_var.exp())
+    return -0.5 * torch.sum(1.0 + log_var - mu.pow(2) - log_var.exp(), dim=1).mean()
 
 
 def reconstruction_loss(generated: torch.Tensor, target_image: torch.Tensor) -> torch.Tensor:
