@@ -49,7 +49,7 @@ def main() -> None:
             console.print(f"[bold red]error:[/] {escape(err.format_message())}{escape(see)}", highlight=False,
                           soft_wrap=True)
             sys.exit(2)
-        if isinstance(err, (click.exceptions.Abort, vendored.Abort)):
+        if isinstance(err, (click.exceptions.Abort, getattr(vendored, "Abort", click.exceptions.Abort))):
             sys.exit(1)
         raise
     if isinstance(code, int) and code:
@@ -293,3 +293,31 @@ def evaluate(
     for line in headline(results):
         print(line)
     print(f"report: {Path(results['out']) / 'report.md'}")
+
+
+# ----------------------------------------------------------------------------- speed
+@app.command()
+def bench(
+    presets: str = typer.Option("tiny,cpu,paper", help="comma-separated presets to measure, in this order"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    steps: int = typer.Option(10, min=1, help="timed training steps per preset (after 3 warm-up steps)"),
+    set_: list[str] = typer.Option([], "--set", help="override for every preset, e.g. --set compile=true"),
+    json_: Path = typer.Option(Path("bench.json"), "--json", help="JSON file for the full results"),
+) -> None:
+    """Training, inference and data speed of the presets, FLOP/s against this machine's matmul peak,
+    and peak memory, measured side by side in one run."""
+    import json
+
+    from rich.console import Console as StdoutConsole
+
+    from fexgan.bench import run_bench, table
+
+    results = run_bench([p.strip() for p in presets.split(",") if p.strip()], device, steps, list(set_),
+                        log=lambda line: console.print(f"bench {line}", highlight=False))
+    try:
+        json_.parent.mkdir(parents=True, exist_ok=True)
+        json_.write_text(json.dumps(results, indent=2))
+    except OSError as err:
+        raise UserError(f"cannot write {json_}: {err}") from None
+    StdoutConsole().print(table(results))
+    console.print(f"wrote {escape(str(json_))}", highlight=False)
