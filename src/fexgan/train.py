@@ -75,6 +75,8 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
             G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
         ids = [device.index] if device.type == "cuda" else None
         G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    if cfg.compile:  # opt-in: compiling takes about a minute or more (docs/speed.md)
+        G, D = torch.compile(G), torch.compile(D)
     return Nets(G, D, opt_g, opt_d)
 
 
