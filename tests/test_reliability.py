@@ -405,6 +405,19 @@ def test_every_bad_train_argument_is_one_clear_line(tmp_path: Path, monkeypatch:
     with pytest.raises(SystemExit) as stop:
         cli.main()
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
-    assert words in err
+    last = err.strip().splitlines()[-1]  # (after the toon renderer's progress bar, when the cache is cold)
+    assert stop.value.code == 2 and last.startswith("error: ") and words in last and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]  # nothing written
+
+
+def test_an_output_path_that_cannot_be_written_is_one_clear_line(ref: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "FILE").write_text("not a folder")
+    monkeypatch.setattr(sys, "argv", ["fexgan", "sample", str(ref), "--n", "1", "--device", "cpu",
+                                      "--out", str(tmp_path / "FILE" / "x.png")])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert str(tmp_path / "FILE") in err

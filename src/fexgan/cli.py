@@ -51,6 +51,11 @@ def main() -> None:
             sys.exit(2)
         if isinstance(err, (click.exceptions.Abort, getattr(vendored, "Abort", click.exceptions.Abort))):
             sys.exit(1)
+        if isinstance(err, OSError):  # a path that cannot be read or written (not a folder, full disk, ...)
+            where = f": {err.filename}" if err.filename else ""
+            console.print(f"[bold red]error:[/] {escape(str(err.strerror or err))}{escape(where)}", highlight=False,
+                          soft_wrap=True)
+            sys.exit(2)
         raise
     if isinstance(code, int) and code:
         if code == 130:

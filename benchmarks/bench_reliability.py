@@ -1,0 +1,70 @@
+"""What the reliability machinery costs, per preset, on CPU with one thread:
+- the divergence guard: the finiteness checks (loss + gradient norm of G and of D) before the two
+  optimiser steps, timed alone and as part of a whole `train_step`;
+- one checkpoint: `save_checkpoint` (state file, checksummed weights, best copy, fsyncs) with real
+  Adam moments, and `latest_checkpoint` (read and re-hash weights and state).
+
+    .venv/bin/python benchmarks/bench_reliability.py [tiny cpu paper]
+"""
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fexgan import train as T
+from fexgan.config import build_config
+from fexgan.data import PairSampler, load_source, split_indices
+
+CPU = torch.device("cpu")
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def measure(preset: str) -> str:
+    cfg = build_config(preset, overrides=["device=cpu", "threads=1", "data=toon:4"])
+    data = load_source(cfg.data, cfg.model.image_size)
+    train_idx, _ = split_indices(data, cfg.val_fraction)
+    nets = T.build_nets(cfg, CPU)
+    batch = T.make_batch(data, data.images, *PairSampler(data, train_idx, cfg.batch_size).next_batch(), cfg,
+                         torch.Generator(), CPU)
+    autocast = T.autocast_for(cfg, CPU)
+    repeats = 20 if preset == "tiny" else 5
+    step = median_ms(lambda: T.train_step(nets, batch, cfg, cfg.alpha, autocast), repeats)  # Adam moments now exist
+    one = torch.tensor(1.0)
+    checks = median_ms(lambda: (T.check_finite(one, nets.G, "G", None), T.check_finite(one, nets.D, "D", None)), repeats)
+
+    run = Path(tempfile.mkdtemp())
+    state = {"step": 0, "torch_rng": [torch.get_rng_state()]}
+    count = iter(range(1, 1000))
+    write = median_ms(lambda: T.save_checkpoint(run, nets, cfg, next(count), state, 1.0 / next(count)), 5)
+    verify = median_ms(lambda: T.latest_checkpoint(run), 5)
+    newest = max((run / "checkpoints").glob("step_*.safetensors"))
+    size = (newest.stat().st_size + newest.with_suffix(".state.pt").stat().st_size) / 1e6
+    shutil.rmtree(run)
+    return (f"| {preset} | {step:.1f} | {checks:.2f} ({100 * checks / step:.1f} %) | {size:.1f} | {write:.0f} | "
+            f"{verify:.0f} |")
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    print("| preset | train_step ms | guard checks ms (share) | checkpoint MB | write ms | verify ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for preset in sys.argv[1:] or ["tiny", "cpu", "paper"]:
+        print(measure(preset), flush=True)
+
+
+if __name__ == "__main__":
+    main()
