@@ -277,6 +277,45 @@ def serve(
     run_server(model, host, port, limits, device, log=lambda line: console.print(escape(line), highlight=False))
 
 
+# ----------------------------------------------------------------------------- shipping
+@app.command("export")
+def export_model(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    format_: str = typer.Option("onnx", "--format", help="onnx (encoder, decoder, generator graphs) | safetensors"),
+    out: Path = typer.Option(..., help="output folder (files of the same names are replaced)"),
+    discriminator: bool = typer.Option(False, help="also export the discriminator / expression classifier"),
+    opset: int = typer.Option(18, help="ONNX opset (17 is converted down from 18)"),
+    half: bool = typer.Option(False, help="safetensors only: store fp16 weights (half the size; loaded as fp32)"),
+) -> None:
+    """Export a model for other runtimes: ONNX graphs checked against PyTorch, or a plain
+    safetensors file, each with a model.json of classes, image size and normalisation."""
+    from fexgan.export import ParityError, export
+
+    try:
+        result = export(model, format_, out, discriminator, opset, half,
+                        log=lambda line: console.print(escape(line), highlight=False))
+    except ParityError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"wrote {', '.join(escape(p.name) for p in result.files)} to {escape(str(out))}", highlight=False)
+
+
+@app.command()
+def models() -> None:
+    """The models shipped with the package (use their names as MODEL) and their evaluation numbers."""
+    from fexgan.export import card_summary, pretrained_folder, shipped_cards
+
+    rows = [card_summary(card) for card in shipped_cards()]
+    if not rows:
+        print("no models ship with this installation")
+        return
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    for row in [dict(zip(rows[0], rows[0])), *rows]:
+        print("  ".join(v.ljust(widths[k]) for k, v in row.items()).rstrip())
+    print(f"judge acc.: transfers judged as their target expression (fexgan evaluate); "
+          f"commands, configuration and every number: {pretrained_folder()}/<name>.json")
+
+
 # ----------------------------------------------------------------------------- evaluation
 @app.command()
 def evaluate(
