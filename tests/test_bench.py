@@ -41,8 +41,13 @@ def test_bench_writes_every_figure(bench_run: tuple[subprocess.CompletedProcess,
     # FLOPs of a step: the tiny networks' convolutions forward and backward, some millions per image
     assert 1e6 < flops["per_image"] < 1e8 and flops["per_step"] == flops["per_image"] * 8
     assert flops["achieved_gflops"] == pytest.approx(flops["per_step"] / (train["step_ms"] / 1000) / 1e9)
-    assert flops["matmul_peak_gflops"] == max(flops["matmul_peak_gflops_by_threads"].values()) > 0
-    assert flops["fraction_of_peak"] == pytest.approx(flops["achieved_gflops"] / flops["matmul_peak_gflops"])
+    peaks = flops["peaks_by_threads"]
+    assert set(peaks) == {str(t) for t in candidate_threads(m["torch_threads"])}
+    assert flops["matmul_peak_gflops"] == max(p["mm"] for p in peaks.values()) > 0
+    assert flops["peak_gflops"] == max(v for p in peaks.values() for v in p.values()) >= flops["matmul_peak_gflops"]
+    assert flops["fraction_of_peak"] == pytest.approx(flops["achieved_gflops"] / flops["peak_gflops"])
+    assert flops["fraction_of_matmul_peak"] == pytest.approx(flops["achieved_gflops"] / flops["matmul_peak_gflops"])
+    assert 0 < flops["fraction_of_peak_cpu_time"] < 2
     assert flops["peak_dtype"] == "float32"
     assert r["inference"]["latency_ms"] > 0 and r["inference"]["batched_images_per_s"] > 0
     data = r["data"]

@@ -48,9 +48,10 @@ def test_loss_matches_single_process_over_the_same_global_batch(runs):
     one, two = losses(runs[1]), losses(runs[2])
     assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2, 3, 4]
     # Same initial weights and the same global batch of sources; targets and noise are drawn per
-    # process, and batch norm sees half batches, so the first step agrees closely but not exactly.
-    for key in ("rec", "d_real", "d_fake", "g_cls"):
-        assert abs(one[0][key] - two[0][key]) <= 0.08 * abs(one[0][key]), (key, one[0][key], two[0][key])
+    # process, and batch norm sees half batches, so the first step agrees closely but not exactly
+    # (d_fake and g_cls follow the dropout masks: other masks alone move d_fake by about 8%).
+    for key, tolerance in (("rec", 0.08), ("d_real", 0.08), ("d_fake", 0.15), ("g_cls", 0.15)):
+        assert abs(one[0][key] - two[0][key]) <= tolerance * abs(one[0][key]), (key, one[0][key], two[0][key])
 
 
 def test_only_rank_zero_writes(runs):

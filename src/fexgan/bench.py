@@ -3,8 +3,9 @@
 For each preset `run_bench` measures
 - training: time per step (sampler + `make_batch` + `train_step`, median after warm-up) and images/s;
 - efficiency: FLOPs per training image (`torch.utils.flop_counter` over one real `train_step`),
-  achieved GFLOP/s, and that as a share of this machine's matrix-multiply peak, measured with a
-  large `torch.mm` right before the preset (so both see the same load on a shared machine);
+  achieved GFLOP/s, and that as a share of this machine's peak, measured right after the preset
+  (so both see the same load on a shared machine) with a large `torch.mm` and, because MKL's
+  matrix multiply can be 2x below what the CPU does (AMD), also with a large convolution;
 - inference: latency of one transfer and images/s of batched transfers (the evaluation path);
 - data: images/s of the toon renderer, of building and of loading the data cache, and the time of
   `make_batch` as a share of a step (the loader must not be the bottleneck);
@@ -74,22 +75,31 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, repeats: int = 7) -> Timing:
-    """GFLOP/s of a large square `torch.mm` (medians of `repeats`), per wall second and per CPU second:
-    the machine's practical peak."""
+    """GFLOP/s of a large square `torch.mm` (medians of `repeats`), per wall and per CPU second."""
     n = 8192 if device.type == "cuda" else 1024 if torch.get_num_threads() <= 8 else 2048
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     t = timed(lambda: torch.mm(a, b), device, repeats, warmup=2)
     return Timing(2 * n ** 3 / t.wall / 1e9, 2 * n ** 3 / t.cpu / 1e9)
 
 
-def peak_by_threads(device: torch.device, dtype: torch.dtype, threads: list[int]) -> dict[int, Timing]:
-    """The matmul peak with each thread count (CPU); the current setting is restored afterwards."""
-    if device.type == "cuda":
-        return {torch.get_num_threads(): matmul_peak(device, dtype)}
+def conv_peak(device: torch.device, dtype: torch.dtype = torch.float32, repeats: int = 7) -> Timing:
+    """GFLOP/s of a large 3x3 convolution (oneDNN on CPU, cuDNN on CUDA). On some CPUs it beats
+    `torch.mm` by 2x: MKL's matrix multiply takes a slower code path on AMD processors."""
+    batch, size = (128, 64) if device.type == "cuda" else (4 * max(1, torch.get_num_threads() // 2), 32)
+    x = torch.randn(batch, 256, size, size, device=device).to(dtype)
+    w = torch.randn(256, 256, 3, 3, device=device).to(dtype)
+    t = timed(lambda: F.conv2d(x, w, padding=1), device, repeats, warmup=2)
+    flops = 2 * batch * size * size * 256 * 256 * 9
+    return Timing(flops / t.wall / 1e9, flops / t.cpu / 1e9)
+
+
+def peaks_by_threads(device: torch.device, dtype: torch.dtype, threads: list[int]) -> dict[int, dict[str, Timing]]:
+    """{threads: {"mm": ..., "conv": ...}} for each thread count (one entry on CUDA); the current
+    thread setting is restored afterwards."""
     old, peaks = torch.get_num_threads(), {}
-    for n in threads:
+    for n in threads if device.type == "cpu" else [old]:
         torch.set_num_threads(n)
-        peaks[n] = matmul_peak(device, dtype)
+        peaks[n] = {"mm": matmul_peak(device, dtype), "conv": conv_peak(device, dtype)}
     torch.set_num_threads(old)
     return peaks
 
@@ -257,23 +267,24 @@ def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[
     batch_t = timed(rig.batch, device, steps)
     memory_mb = peak_memory_mb(device)
     flops = step_flops(rig)
-    log(f"{preset}: inference and matmul peak")
+    log(f"{preset}: inference and the machine's peak")
     inference = bench_inference(rig, steps)
-    peaks = peak_by_threads(device, peak_dtype, tuner.candidates)
-    peak = max(p.wall for p in peaks.values())
+    peaks = peaks_by_threads(device, peak_dtype, tuner.candidates)
+    mm_peak = max(p["mm"].wall for p in peaks.values())
+    peak = max(mm_peak, *(p["conv"].wall for p in peaks.values()))
     achieved = flops / step_t.wall / 1e9
     training = {"step_ms": 1000 * step_t.wall, "images_per_s": cfg.batch_size / step_t.wall,
                 "first_step_s": first_step_s, "threads": threads,
                 "thread_probe_ms": {str(t): 1000 * s for t, s in tuner.last_probe.items()}}
     efficiency = {"per_step": flops, "per_image": flops / cfg.batch_size, "achieved_gflops": achieved,
-                  "matmul_peak_gflops": peak, "peak_dtype": str(peak_dtype).removeprefix("torch."),
-                  "matmul_peak_gflops_by_threads": {str(t): p.wall for t, p in peaks.items()},
-                  "fraction_of_peak": achieved / peak}
+                  "peak_dtype": str(peak_dtype).removeprefix("torch."), "matmul_peak_gflops": mm_peak,
+                  "peak_gflops": peak, "fraction_of_matmul_peak": achieved / mm_peak, "fraction_of_peak": achieved / peak,
+                  "peaks_by_threads": {str(t): {k: v.wall for k, v in p.items()} for t, p in peaks.items()}}
     if cpu:  # CPU seconds: the work itself, whatever share of the cores other processes took
         training.update(cpu_ms_per_step=1000 * step_t.cpu, cpu_utilisation=step_t.cpu / step_t.wall / threads)
         per_cpu_s = flops / step_t.cpu / 1e9
         efficiency.update(gflops_per_cpu_second=per_cpu_s,
-                          fraction_of_peak_cpu_time=per_cpu_s / peaks[threads].cpu)
+                          fraction_of_peak_cpu_time=per_cpu_s / max(p.cpu for p in peaks[threads].values()))
     return {
         "preset": preset, "image_size": cfg.model.image_size, "width": cfg.model.width,
         "batch_size": cfg.batch_size, "amp_bf16": amp, "channels_last": cfg.channels_last,
@@ -309,7 +320,9 @@ ROWS: list[tuple[str, str, str]] = [   # (label, path in a preset's results, for
     ("first step (warm-up)", "training.first_step_s", "{:.2f} s"),
     ("FLOPs per train image", "flops.per_image", "{:.3g}"),
     ("achieved GFLOP/s", "flops.achieved_gflops", "{:.1f}"),
-    ("matmul peak GFLOP/s", "flops.matmul_peak_gflops", "{:.1f}"),
+    ("matmul peak GFLOP/s (torch.mm)", "flops.matmul_peak_gflops", "{:.1f}"),
+    ("share of matmul peak", "flops.fraction_of_matmul_peak", "{:.0%}"),
+    ("peak GFLOP/s (max of mm, conv)", "flops.peak_gflops", "{:.1f}"),
     ("share of peak", "flops.fraction_of_peak", "{:.0%}"),
     ("share of peak, CPU time", "flops.fraction_of_peak_cpu_time", "{:.0%}"),
     ("CPU utilisation", "training.cpu_utilisation", "{:.0%}"),

@@ -85,7 +85,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda
     amp: bool = True                 # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True       # on CUDA
+    channels_last: bool = True       # NHWC layout for the networks (CPU and CUDA)
     compile: bool = False
     sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)
