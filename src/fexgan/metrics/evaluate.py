@@ -25,7 +25,7 @@ from fexgan.metrics.groundtruth import compare, has_ground_truth, render_truth
 from fexgan.metrics.judge import Judge, get_judge
 from fexgan.metrics.realism import diversity, frechet_distance
 from fexgan.metrics.report import write_report
-from fexgan.models import Generator
+from fexgan.models import Discriminator, Generator
 
 SPLITS = ("train", "val")
 MAX_N = 20000
@@ -85,24 +85,13 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
     if len(splits[split]) < 2:
         raise UserError(f"the {split} split of {spec} has {len(splits[split])} images; evaluate --split train instead")
     judge = get_judge(spec, cfg.image_size, model.device, data=images, background=cfg.background, classes=classes, log=log)
-    one_hot = lambda c: F.one_hot(c, n_cls).float()  # noqa: E731
-
     results: dict = {
         "model": str(model.path), "data": spec, "split": split, "n": n, "seed": seed, "image_size": cfg.image_size,
         "classes": list(classes), "device": str(model.device), "split_sizes": {k: len(v) for k, v in splits.items()},
         "judge": {"path": judge.meta.get("path"), "accuracy": judge.accuracy, "train": judge.meta.get("train")},
         "paper_table1": PAPER_TABLE1,
+        "table1": table1(G, D, images, splits, n, seed) if D is not None else {},
     }
-
-    # The paper's Table 1: the discriminator on reals and on transfers to a random target.
-    results["table1"] = {}
-    for k, (name, idx) in enumerate(splits.items()):
-        if D is None or len(idx) == 0:
-            continue
-        src = _subset(idx, n, seed + 1 + k)
-        targets = torch.randint(n_cls, (len(src),), generator=torch.Generator().manual_seed(seed + 11 + k))
-        fake = transfer(G, images.images[src], images.expression[src], one_hot(targets))
-        results["table1"][name] = table1_row(D, images.images[src], images.expression[src], fake, targets)
     log(f"table 1 done ({time.time() - start:.0f} s)")
 
     # Every source of the evaluated split to every expression, judged.
@@ -112,54 +101,72 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
     results["judge_real"] = {"expression": _mean(expr_p.argmax(1) == src_cls), "identity": _mean(id_p.argmax(1) == src_id)}
     rep = torch.arange(len(src)).repeat_interleave(n_cls)                  # source position of each transfer
     targets = torch.arange(n_cls).repeat(len(src))
-    fakes = transfer(G, real[rep], src_cls[rep], one_hot(targets))
+    fakes = transfer(G, real[rep], src_cls[rep], _one_hot(targets, n_cls))
     expr_p, id_p = judge.predict(fakes)
-    hit, kept = expr_p.argmax(1) == targets, id_p.argmax(1) == src_id[rep]
-    results["transfer"] = transfer_metrics(classes, src_cls[rep], targets, expr_p.argmax(1), hit, kept)
+    results["transfer"] = transfer_metrics(classes, src_cls[rep], targets, expr_p.argmax(1), id_p.argmax(1) == src_id[rep])
     log(f"transfers judged ({time.time() - start:.0f} s)")
 
-    truth_ok = has_ground_truth(spec)
-    truth = render_truth(images, src[rep], one_hot(targets), cfg.background) if truth_ok else None
-    mixed, mixed_examples = mixed_metrics(G, judge, images, src, classes, cfg.background, truth_ok)
-    results["mixed"] = mixed
-
-    # Realism and diversity in the judge's feature space.
-    pick = torch.randint(n_cls, (len(src),), generator=torch.Generator().manual_seed(seed + 21))
-    fake_one = fakes.view(len(src), n_cls, *fakes.shape[1:])[torch.arange(len(src)), pick]
-    sample_cls = torch.randint(n_cls, (len(src),), generator=torch.Generator().manual_seed(seed + 22))
-    samples = sample(G, sample_cls, seed)
-    realism = {"fid_transfer": {**stat(frechet_distance(judge, real, fake_one), len(fake_one)), "n_real": len(real)},
-               "fid_samples": {**stat(frechet_distance(judge, real, samples), len(samples)), "n_real": len(real)},
-               "diversity_samples": stat(diversity(judge, samples, sample_cls), len(samples)),
-               "diversity_real": stat(diversity(judge, real, src_cls), len(real))}
-    other = splits["train" if split == "val" else "val"]
-    if len(other) >= 2:
-        ref = images.images[_subset(other, n, seed + 23)]
-        realism["fid_real_reference"] = {**stat(frechet_distance(judge, real, ref), len(ref)), "n_real": len(real)}
-    results["realism"] = realism
-    log(f"realism done ({time.time() - start:.0f} s)")
-
-    if truth_ok:
-        results["groundtruth"] = groundtruth_metrics(classes, real, rep, fakes, truth, src_cls[rep], targets,
-                                                     mixed_examples)
-    else:
-        results["groundtruth"] = None
+    with_truth = has_ground_truth(spec)
+    results["mixed"], mixed_examples = mixed_metrics(G, judge, images, src, classes, cfg.background, with_truth)
+    results["realism"] = realism_metrics(G, judge, images, real, src_cls, fakes, splits["train" if split == "val" else "val"],
+                                         n, seed)
+    log(f"mixed expressions and realism done ({time.time() - start:.0f} s)")
+    truth = render_truth(images, src[rep], _one_hot(targets, n_cls), cfg.background) if with_truth else None
+    results["groundtruth"] = groundtruth_metrics(classes, real, rep, fakes, truth, src_cls[rep], targets,
+                                                 mixed_examples) if with_truth else None
     results["seconds"] = round(time.time() - start, 1)
 
     examples = example_positions(images, src, classes)
     names = [images.identities[i] for i in src_id[examples].tolist()]
     figure = figure_images(real, fakes, truth, mixed_examples, examples, names, n_cls)
-    grid_samples = sample(G, torch.arange(n_cls).repeat(EXAMPLES), seed)
-    write_report(results, out, figure, grid_samples)
+    write_report(results, out, figure, sample(G, torch.arange(n_cls).repeat(EXAMPLES), seed))
     results["out"] = str(out)
     log(f"evaluation written to {out} ({results['seconds']} s)")
     return results
 
 
+def _one_hot(classes: torch.Tensor, n_cls: int) -> torch.Tensor:
+    return F.one_hot(classes, n_cls).float()
+
+
+def table1(G: Generator, D: Discriminator, images: ImageSet, splits: dict[str, torch.Tensor], n: int, seed: int) -> dict:
+    """The paper's Table 1 on up to `n` images of each split: reals, and their transfers to a random target."""
+    rows = {}
+    for k, (name, idx) in enumerate(splits.items()):
+        if len(idx) == 0:
+            continue
+        src = _subset(idx, n, seed + 1 + k)
+        targets = torch.randint(G.cfg.num_classes, (len(src),), generator=torch.Generator().manual_seed(seed + 11 + k))
+        fake = transfer(G, images.images[src], images.expression[src], _one_hot(targets, G.cfg.num_classes))
+        rows[name] = table1_row(D, images.images[src], images.expression[src], fake, targets)
+    return rows
+
+
+def realism_metrics(G: Generator, judge: Judge, images: ImageSet, real: torch.Tensor, real_cls: torch.Tensor,
+                    fakes: torch.Tensor, other: torch.Tensor, n: int, seed: int) -> dict:
+    """FID of transfers (one random target per source) and of random decoder samples against the
+    real sources; the FID of real images of the `other` split as the floor; diversity of both."""
+    n_src, n_cls = len(real), G.cfg.num_classes
+    pick = torch.randint(n_cls, (n_src,), generator=torch.Generator().manual_seed(seed + 21))
+    fake_one = fakes.view(n_src, n_cls, *fakes.shape[1:])[torch.arange(n_src), pick]
+    sample_cls = torch.randint(n_cls, (n_src,), generator=torch.Generator().manual_seed(seed + 22))
+    samples = sample(G, sample_cls, seed)
+
+    def fid(images_b: torch.Tensor) -> dict:
+        return {**stat(frechet_distance(judge, real, images_b), len(images_b)), "n_real": n_src}
+
+    metrics = {"fid_transfer": fid(fake_one), "fid_samples": fid(samples),
+               "diversity_samples": stat(diversity(judge, samples, sample_cls), len(samples)),
+               "diversity_real": stat(diversity(judge, real, real_cls), n_src)}
+    if len(other) >= 2:
+        metrics["fid_real_reference"] = fid(images.images[_subset(other, n, seed + 23)])
+    return metrics
+
+
 def transfer_metrics(classes: tuple[str, ...], source: torch.Tensor, target: torch.Tensor, predicted: torch.Tensor,
-                     hit: torch.Tensor, kept: torch.Tensor) -> dict:
+                     kept: torch.Tensor) -> dict:
     """Judge accuracy and identity preservation, overall and per target, and the two 7x7 matrices."""
-    c = len(classes)
+    c, hit = len(classes), predicted == target
     cell = source * c + target
     counts = torch.bincount(cell, minlength=c * c).view(c, c)
     hits = torch.bincount(cell, weights=hit.double(), minlength=c * c).view(c, c)

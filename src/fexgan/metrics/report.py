@@ -74,7 +74,8 @@ def markdown(r: dict) -> str:
         "## Headline", "", *[f"- {line}" for line in headline(r)], "",
         "## Table 1: the discriminator's accuracy (the paper's table)", "",
         "Real: real images of the split with their expression. Fake: each of them transferred to a random target "
-        "expression. Binary: called real (for real) or fake (for fake); multi: the expression (the target, for fake).",
+        "expression. Binary: called real (for real) or fake (for fake); multi: the expression (the target, for fake)."
+        + ("" if r["table1"] else " This model file has no discriminator: only the paper's numbers are shown."),
         "", "| | real, binary | real, multi | fake, binary | fake, multi |", "|---|---|---|---|---|",
     ]
     for split in ("train", "val"):
