@@ -162,6 +162,9 @@ def test_safetensors_export_loads_back(tiny: Path, tmp_path: Path, half: bool) -
     x = from_pil(toon_faces(32), 32)
     a, b = (m.transfer_tensor(x, torch.eye(7), source="neutral") for m in (original, copy))
     assert (a - b).abs().max() < (1e-2 if half else 1e-7)
+    if half:   # a generator-only file has no discriminator to export
+        with pytest.raises(UserError, match="no discriminator to export"):
+            ex.export(tmp_path / "model.safetensors", "onnx", tmp_path / "again", discriminator=True)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -223,8 +226,9 @@ def test_cli_transfer_with_the_shipped_model_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="toon-64 as shipped: the judge accepts 0.81 of these transfers (dex fails 5 "
-                                       "of 7 targets, sadness reads as neutral for ada and bo); see its card")
+@pytest.mark.xfail(strict=True, reason="toon-64 as shipped is below the bar: the judge accepts 0.81-0.86 of these "
+                                       "transfers (sadness reads as neutral for ada and bo, dex fails several "
+                                       "targets); see its card. A better shipped model must pass.")
 def test_shipped_model_transfers_are_judged_correct(all_cores: None) -> None:
     """Six characters' unseen neutral faces (two variations each) to every expression: the
     evaluation judge (trained on real toon faces only) must recognise >= 90% of the targets."""

@@ -297,7 +297,8 @@ def export_model(
     except ParityError as err:
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(f"wrote {', '.join(escape(p.name) for p in result.files)} to {escape(str(out))}", highlight=False)
+    console.print(f"wrote {', '.join(escape(p.name) for p in result.files)} to {escape(str(out))}", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()

@@ -100,8 +100,6 @@ def graphs(loaded: LoadedModel, discriminator: bool) -> dict[str, Graph]:
                            {"image": image, "source_affect": affect, "target_affect": affect}, ("generated",)),
     }
     if discriminator:
-        if loaded.discriminator is None:
-            raise UserError("this model file has no discriminator to export; leave out --discriminator")
         out["discriminator"] = Graph(loaded.discriminator, {"image": image}, ("real_fake_logit", "expression_logits"))
     return out
 
@@ -207,6 +205,8 @@ def export(model: str | Path | FExGAN, fmt: str = "onnx", out_dir: str | Path = 
     else:
         source = resolve_model(model)
         loaded = load_model(source, "cpu")
+    if discriminator and loaded.discriminator is None:
+        raise UserError("this model file has no discriminator to export; leave out --discriminator")
     loaded = LoadedModel(copy.deepcopy(loaded.generator).cpu().float().eval(),
                          copy.deepcopy(loaded.discriminator).cpu().float().eval() if loaded.discriminator else None,
                          loaded.config, loaded.summary)
@@ -262,8 +262,6 @@ def _shapes(inputs: dict[str, torch.Tensor]) -> dict[str, list]:
 
 
 def _write_safetensors(loaded: LoadedModel, path: Path, discriminator: bool, half: bool) -> None:
-    if discriminator and loaded.discriminator is None:
-        raise UserError("this model file has no discriminator to export; leave out --discriminator")
     cast = (lambda m: m.half()) if half else (lambda m: m)   # half() leaves integer buffers alone
     disc = cast(loaded.discriminator) if discriminator else None
     save_model(path, cast(loaded.generator), disc, loaded.config, loaded.summary)
