@@ -2,12 +2,15 @@
 trained model and real `fexgan serve` processes."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
+from safetensors.torch import load_file
 
 from fexgan.expressions import EXPRESSIONS
 
@@ -130,3 +133,24 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Small tensors on a shared 2-core machine: one thread is as fast and never spins.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def losses(run: Path) -> list[dict]:
+    """Logged records without the wall-clock fields."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "images_per_s")}
+            for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def same_tensors(a: Path, b: Path) -> bool:
+    ta, tb = load_file(str(a)), load_file(str(b))
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)

@@ -32,13 +32,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(FEXGAN), *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    """Small tensors on a shared 2-core machine: one thread is as fast and never spins."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

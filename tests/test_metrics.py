@@ -30,13 +30,7 @@ SPEC, SIZE = "toon:8", 64          # 8 images per (character, expression): 336 f
 C = len(EXPRESSIONS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    """Small tensors on a shared 2-core machine: one thread is as fast and never spins."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,35 +31,19 @@ from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 from fexgan.train import latest_checkpoint, train, validation_batch, validation_l1
 
-from conftest import draw_face
+from conftest import draw_face, losses, same_tensors
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
 TINY = ["--preset", "tiny", "--device", "cpu", "--quiet", "--set", "threads=1"]
 STEPS, EVERY = 6, 2  # the reference run: checkpoints at 0, 2, 4, 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(*overrides: str) -> TrainConfig:
     """The tiny preset on its built-in `toon:4` faces, on one CPU thread."""
     return build_config("tiny", overrides=["device=cpu", "threads=1", *overrides])
-
-
-def losses(run: Path) -> list[dict]:
-    """Logged records without the wall-clock fields."""
-    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "images_per_s")}
-            for line in (run / "log.jsonl").read_text().splitlines()]
-
-
-def same_tensors(a: Path, b: Path) -> bool:
-    ta, tb = load_file(str(a)), load_file(str(b))
-    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

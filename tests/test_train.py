@@ -19,34 +19,19 @@ from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 from fexgan.train import build_nets, make_batch, prepare_run, sample_sources, train, train_step, write_sample_grid
 
+from conftest import losses, same_tensors
+
 FEXGAN = Path(sys.executable).parent / "fexgan"
 STEPS, EVERY = 8, 4
 CPU = torch.device("cpu")
 NO_AUTOCAST = torch.autocast("cpu", enabled=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    """Tiny tensors: one thread is fastest, and a shared 2-core machine makes a second thread spin."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(face_folder: Path, *overrides: str) -> TrainConfig:
     return build_config("tiny", overrides=[f"data=folder:{face_folder}", "device=cpu", "threads=1", *overrides])
-
-
-def losses(run: Path) -> list[dict]:
-    """Logged records without the wall-clock fields."""
-    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "images_per_s")}
-            for line in (run / "log.jsonl").read_text().splitlines()]
-
-
-def same_tensors(a: Path, b: Path) -> bool:
-    ta, tb = load_file(str(a)), load_file(str(b))
-    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
 @pytest.fixture(scope="module")
