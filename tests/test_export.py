@@ -220,8 +220,8 @@ def test_cli_transfer_with_the_shipped_model_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="toon-64 as shipped is below the bar: the judge accepts 0.81-0.86 of these "
-                                       "transfers (sadness reads as neutral for ada and bo, dex fails several "
+@pytest.mark.xfail(strict=True, reason="toon-64 as shipped is below the bar: the judge accepts about 0.8 of these "
+                                       "transfers (sadness reads as neutral for ada and bo, dex fails most "
                                        "targets); see its card. A better shipped model must pass.")
 def test_shipped_model_transfers_are_judged_correct(all_cores: None) -> None:
     """Six characters' unseen neutral faces (two variations each) to every expression: the
