@@ -33,7 +33,7 @@ from fexgan.expressions import EXPRESSIONS, parse_affect
 RGB = tuple[int, int, int]
 Affect = Union[str, int, Mapping[str, float], Sequence[float], np.ndarray]
 
-RENDERER_VERSION = 1
+RENDERER_VERSION = 2
 """Bumped whenever the same arguments would render different pixels (data caches key on it)."""
 
 MIN_SIZE, MAX_SIZE, MAX_CHARACTERS = 32, 256, 64
