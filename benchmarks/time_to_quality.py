@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from fexgan import checkpoint as ckpt
-from fexgan.bench import machine
+from fexgan.bench import load_average, machine
 from fexgan.config import build_config
 from fexgan.data import load_source, split_indices
 from fexgan.metrics.evaluate import transfer_metrics
@@ -52,7 +52,7 @@ def judge_checkpoints(run: Path, cfg, n: int, log=print) -> tuple[list[dict], di
         G = ckpt.load_model(weights, discriminator=False).generator
         expr_p, id_p = judge.predict(transfer(G, real, src_cls, F.one_hot(targets, n_cls).float()))
         pred = expr_p.argmax(1)
-        m = transfer_metrics(cfg.model.classes, src_cls, targets, pred, pred == targets, id_p.argmax(1) == src_id)
+        m = transfer_metrics(cfg.model.classes, src_cls, targets, pred, id_p.argmax(1) == src_id)
         curve.append({"step": state["step"], "minutes": round(state["elapsed"] / 60, 2),
                       "expression_accuracy": m["expression_accuracy"]["value"],
                       "identity_preservation": m["identity_preservation"]["value"]})
@@ -72,35 +72,39 @@ def main() -> None:
     parser.add_argument("--identity", type=float, default=0.90, help="identity preservation threshold")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     parser.add_argument("--out", type=Path, default=Path("runs") / f"ttq-{time.strftime('%Y%m%d-%H%M%S')}")
+    parser.add_argument("--judge-only", action="store_true", help="judge the checkpoints of the run in --out again")
     args = parser.parse_args()
 
-    cfg = build_config(args.preset, overrides=[f"data={args.data}", f"minutes={args.minutes}", "device=cpu",
-                                               f"checkpoint_every={args.every}", "keep_checkpoints=100000",
-                                               "sample_every=0", *args.overrides])
-    info = machine(torch.device("cpu"))
-    start, cpu_start = time.time(), time.process_time()
-    train(cfg, args.out, progress=False)
-    wall = time.time() - start
-    info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    info["cpu_utilisation"] = round((time.process_time() - cpu_start) / wall / max(1, os.cpu_count() or 1), 2)
+    if args.judge_only:
+        cfg = build_config(base=json.loads((args.out / "config.json").read_text()))
+    else:
+        cfg = build_config(args.preset, overrides=[f"data={args.data}", f"minutes={args.minutes}", "device=cpu",
+                                                   f"checkpoint_every={args.every}", "keep_checkpoints=100000",
+                                                   "sample_every=0", *args.overrides])
+        info = {**machine(torch.device("cpu")), "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv])}
+        start, cpu_start = time.time(), time.process_time()
+        train(cfg, args.out, progress=False)
+        wall = time.time() - start
+        info.update(load_average_end=load_average(), total_wall_minutes=round(wall / 60, 2),
+                    cpu_utilisation=round((time.process_time() - cpu_start) / wall / max(1, os.cpu_count() or 1), 2))
+        (args.out / "time_to_quality_training.json").write_text(json.dumps(info, indent=2))
+    info = json.loads((args.out / "time_to_quality_training.json").read_text())
     curve, judge_accuracy = judge_checkpoints(args.out, cfg, args.n)
     hit = next((c for c in curve if c["expression_accuracy"] >= args.expression
                 and c["identity_preservation"] >= args.identity), None)
     best = max(curve, key=lambda c: min(c["expression_accuracy"], c["identity_preservation"]))
     result = {
-        "command": " ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], *sys.argv]),
-        "preset": args.preset, "overrides": args.overrides, "cap_minutes": args.minutes,
-        "thresholds": {"expression": args.expression, "identity": args.identity},
+        "command": info.pop("command"), "config": cfg.to_dict(), "cap_minutes": cfg.minutes,
+        "thresholds": {"expression": args.expression, "identity": args.identity}, "n_sources": args.n,
         "minutes_to_quality": hit["minutes"] if hit else None, "reached_at": hit, "best": best,
-        "judge_real_accuracy": judge_accuracy, "curve": curve, "machine": info,
-        "total_wall_minutes": round(wall / 60, 2),
+        "judge_real_accuracy": judge_accuracy, "curve": curve, "training": info,
     }
     (args.out / "time_to_quality.json").write_text(json.dumps(result, indent=2))
     if hit:
         print(f"time to quality: {hit['minutes']} min (step {hit['step']}): expression {hit['expression_accuracy']:.3f}, "
               f"identity {hit['identity_preservation']:.3f}")
     else:
-        print(f"not reached in {args.minutes} min; best at {best['minutes']} min (step {best['step']}): expression "
+        print(f"not reached in {cfg.minutes} min; best at {best['minutes']} min (step {best['step']}): expression "
               f"{best['expression_accuracy']:.3f}, identity {best['identity_preservation']:.3f}")
     print(f"load average {info['load_average']} -> {info['load_average_end']}; results in {args.out / 'time_to_quality.json'}")
 

@@ -305,7 +305,9 @@ def run_bench(presets: list[str], device: str = "auto", steps: int = 10, overrid
         raise UserError("--steps must be at least 1")
     dev = pick_device(device)
     results = {"machine": machine(dev), "presets": {}}
+    threads = torch.get_num_threads()
     for preset in presets:
+        torch.set_num_threads(threads)  # each preset starts from the default; its own probe decides
         results["presets"][preset] = bench_preset(preset, dev, steps, overrides, log)
     results["machine"]["load_average_end"] = load_average()
     return results
