@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS, parse_affect
@@ -927,39 +927,13 @@ def render_dataset(out: Path, per_class: int = 200, size: int = 128, characters:
 
 # ----------------------------------------------------------------------------- contact sheets
 
-def _font(px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=px)
-    except TypeError:  # Pillow < 10.1 has one bitmap size
-        return ImageFont.load_default()
-
-
 def contact_sheet(rows: Sequence[Sequence[Image.Image | None]], row_labels: Sequence[str],
-                  col_labels: Sequence[str] = EXPRESSIONS,
-                  background: RGB = (244, 244, 244)) -> Image.Image:
-    """A labelled grid (one row per character, one column per expression) of RGBA faces,
-    composited over ``background``; ``None`` leaves a cell empty."""
-    cell = max((im.width for row in rows for im in row if im is not None), default=64)
-    font = _font(max(11, cell // 9))
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    pad = max(4, cell // 16)
-    left = max((probe.textlength(s, font=font) for s in row_labels), default=0) + 2 * pad
-    top = int(font.size * 1.5) + pad if hasattr(font, "size") else 16 + pad
-    sheet = Image.new("RGB", (int(left) + cell * len(col_labels), top + cell * len(rows)),
-                      background)
-    draw = ImageDraw.Draw(sheet)
-    for j, label in enumerate(col_labels):
-        draw.text((left + cell * j + cell / 2, top / 2), label, fill=(40, 40, 40), font=font,
-                  anchor="mm")
-    for i, (label, row) in enumerate(zip(row_labels, rows)):
-        y = top + cell * i
-        draw.text((pad, y + cell / 2), label, fill=(40, 40, 40), font=font, anchor="lm")
-        for j, im in enumerate(row):
-            if im is not None:
-                im = im.convert("RGBA")
-                x = int(left) + cell * j + (cell - im.width) // 2
-                sheet.paste(im, (x, y + (cell - im.height) // 2), im)
-    return sheet
+                  col_labels: Sequence[str] = EXPRESSIONS) -> Image.Image:
+    """A labelled characters x expressions grid of RGBA faces on a light grey background;
+    ``None`` leaves a cell empty."""
+    from fexgan.visuals import image_grid
+
+    return image_grid(rows, row_labels, col_labels, background=(244, 244, 244))
 
 
 def toon_contact_sheet(size: int = 128, characters: int = 6, seed: int = 0) -> Image.Image:

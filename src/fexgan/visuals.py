@@ -15,11 +15,13 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def image_grid(rows: Sequence[Sequence[Image.Image]], row_labels: Sequence[str] | None = None,
+def image_grid(rows: Sequence[Sequence[Image.Image | None]], row_labels: Sequence[str] | None = None,
                col_labels: Sequence[str] | None = None, title: str | None = None, pad: int = 4,
                background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Paste equally sized images into a grid, with optional row/column labels and a title."""
-    cell_w, cell_h = rows[0][0].size
+    """Paste images (RGB, or RGBA composited over `background`) into a grid of equal cells, with
+    optional row/column labels and a title; `None` leaves a cell empty."""
+    sizes = [img.size for row in rows for img in row if img is not None] or [(64, 64)]
+    cell_w, cell_h = max(w for w, _ in sizes), max(h for _, h in sizes)
     n_cols = max(len(r) for r in rows)
     font_size = max(10, min(18, cell_h // 6))
     font = _font(font_size)
@@ -40,8 +42,10 @@ def image_grid(rows: Sequence[Sequence[Image.Image]], row_labels: Sequence[str] 
         if row_labels:
             draw.text((pad, y + (cell_h - font_size) / 2), row_labels[r], fill=(0, 0, 0), font=font)
         for c, img in enumerate(row):
-            tile = img if img.mode == "RGB" else _flatten(img, background)
-            sheet.paste(tile, (left + pad + c * (cell_w + pad), y))
+            if img is not None:
+                tile = img if img.mode == "RGB" else _flatten(img, background)
+                sheet.paste(tile, (left + pad + c * (cell_w + pad) + (cell_w - tile.width) // 2,
+                                   y + (cell_h - tile.height) // 2))
     return sheet
 
 
