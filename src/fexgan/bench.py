@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import resource
 import statistics
 import tempfile
 import time
@@ -124,6 +123,8 @@ def peak_memory_mb(device: torch.device) -> float:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
+    import resource  # Unix only; Linux answered above
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (2 ** 20 if platform.system() == "Darwin" else 1024)
 
@@ -288,7 +289,7 @@ def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[
     return {
         "preset": preset, "image_size": cfg.model.image_size, "width": cfg.model.width,
         "batch_size": cfg.batch_size, "amp_bf16": amp, "channels_last": cfg.channels_last,
-        "compile": cfg.compile, "timed_steps": steps, "load_average": load_average(),
+        "compile": cfg.compile, "timed_steps": steps, "load_average_after": load_average(),
         "training": training, "flops": efficiency, "inference": inference,
         "data": {**data_stats, "make_batch_ms": 1000 * batch_t.wall, "make_batch_share_of_step": batch_t.wall / step_t.wall},
         "memory": {"peak_mb": memory_mb, "kind": memory_kind},
