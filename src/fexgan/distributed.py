@@ -77,7 +77,10 @@ def all_true(ctx: Context, flag: bool) -> bool:
 
 
 def cleanup(ctx: Context) -> None:
+    """Leave the process group together: a barrier first, so no rank tears down its
+    communication threads while a peer still talks to it."""
     if ctx.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
