@@ -17,7 +17,7 @@ from fexgan.config import PRESETS, TrainConfig, build_config
 from fexgan.data import PairSampler, load_source, split_indices
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
-from fexgan.train import build_nets, make_batch, prepare_run, sample_sources, train, train_step, write_sample_grid
+from fexgan.train import build_nets, ema_decay_at, make_batch, prepare_run, sample_sources, train, train_step, write_sample_grid
 
 from conftest import losses, same_tensors
 
@@ -160,6 +160,33 @@ def test_model_file_round_trip_reproduces_both_networks(step_setup: tuple, tmp_p
         b = loaded.generator(batch["source"], batch["source_affect"], batch["target_affect"], sample=False)[0]
         assert torch.equal(a, b)
         assert all(torch.equal(x, y) for x, y in zip(nets.D(batch["source"]), loaded.discriminator(batch["source"])))
+
+
+def test_the_moving_average_follows_the_trained_generator(step_setup: tuple) -> None:
+    cfg, _, nets, batch = step_setup
+    start = {k: v.clone() for k, v in nets.G_ema.state_dict().items()}
+    train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST, ema_decay=0.75)
+    trained = nets.G.state_dict()
+    for k, v in nets.G_ema.state_dict().items():
+        if v.is_floating_point():  # weights and batch-norm statistics: 0.75 old + 0.25 new
+            torch.testing.assert_close(v, 0.75 * start[k] + 0.25 * trained[k])
+        else:
+            assert torch.equal(v, trained[k])
+    assert any(not torch.equal(v, trained[k]) for k, v in nets.G_ema.state_dict().items())
+    assert not any(p.requires_grad for p in nets.G_ema.parameters()) and not nets.G_ema.training
+    assert ema_decay_at(cfg, 0) == pytest.approx(0.1) and ema_decay_at(cfg, 10**6) == cfg.ema_decay
+
+
+def test_model_files_hold_the_moving_average_and_resume_restores_both(run_a: Path, face_folder: Path,
+                                                                       tmp_path: Path) -> None:
+    state = ckpt.load_state(run_a / "checkpoints" / f"step_{STEPS:07d}.state.pt")
+    averaged = ckpt.load_model(run_a / "model.safetensors").generator.state_dict()
+    raw = state["generator_train"]
+    assert set(raw) == set(averaged) and any(not torch.equal(raw[k], averaged[k]) for k in raw)
+    train(tiny(face_folder, f"steps={STEPS}", "ema_decay=0"), tmp_path / "raw", progress=False)
+    assert "generator_train" not in ckpt.load_state(tmp_path / "raw" / "checkpoints" / f"step_{STEPS:07d}.state.pt")
+    with pytest.raises(UserError, match="without a moving average.*ema_decay=0"):
+        train(tiny(face_folder, f"steps={STEPS + 2}"), tmp_path / "raw", resume=True, progress=False)
 
 
 # ----------------------------------------------------------------------------- whole runs

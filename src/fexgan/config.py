@@ -79,6 +79,7 @@ class TrainConfig:
     late_fraction: float = 0.5       # the paper lowers the adversarial weight after half the epochs
     beta: float = 0.01               # weight of the KL term
     gamma: float = 100.0             # weight of the L1 reconstruction term
+    ema_decay: float = 0.999         # model files hold this moving average of the generator's weights (0: raw)
     target_jitter: float = 0.0       # std of normal noise added to the target affect vector (paper, Sec. 3.1)
     augment_shift: float = 0.06      # random translation as a fraction of the image size
     augment_scale: float = 0.05      # random zoom +- this fraction
@@ -122,6 +123,8 @@ class TrainConfig:
         for key in ("alpha", "alpha_late", "beta", "gamma", "target_jitter"):
             if not 0 <= getattr(self, key) < float("inf"):
                 raise UserError(f"{key} must be a finite number >= 0, got {getattr(self, key)}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"ema_decay {self.ema_decay} must be in [0, 1) (0 turns the moving average off)")
         for key, high in (("late_fraction", 1.0), ("augment_shift", 0.5), ("augment_scale", 0.5)):
             if not 0 <= getattr(self, key) <= high:
                 raise UserError(f"{key} must be in [0, {high}], got {getattr(self, key)}")

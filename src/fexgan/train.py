@@ -5,7 +5,8 @@ A run folder holds everything needed to reproduce, watch or resume a run:
     data.json            dataset summary, the train/val split (image names) and skipped files
     log.jsonl            one line per logged step (also in tb/ for TensorBoard)
     samples/             fixed sources turned into every expression, every `sample_every` steps
-    checkpoints/         step_XXXXXXX.safetensors (weights+config) + .state.pt (optimisers, RNG, data order);
+    checkpoints/         step_XXXXXXX.safetensors (weights+config) + .state.pt (optimisers, RNG, data order,
+                         the raw generator weights when the model files hold their moving average);
                          best.safetensors: the checkpoint with the lowest validation L1 so far
     model.safetensors    the final model (a file that loads on its own)
     loss_curves.png
@@ -16,6 +17,7 @@ rolls back to the last good checkpoint with a lower learning rate, and gives up 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -52,12 +54,18 @@ def pick_device(name: str) -> torch.device:
 
 @dataclass
 class Nets:
-    """The two networks and their optimisers."""
+    """The two networks, their optimisers and the moving average of the generator (when `ema_decay` > 0)."""
 
     G: Generator
     D: Discriminator
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
+    G_ema: Generator | None = None
+
+    @property
+    def G_out(self) -> Generator:
+        """The generator that model files, samples and validation use: the moving average when there is one."""
+        return self.G_ema if self.G_ema is not None else ckpt.unwrap(self.G)
 
 
 def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None = None) -> Nets:
@@ -69,6 +77,7 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas, **fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas, **fused)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     if ctx is not None and ctx.enabled:
         if cfg.sync_batchnorm:
             G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
@@ -76,12 +85,29 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
         G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
     if cfg.compile:  # opt-in: compiling takes about a minute or more (docs/speed.md)
         G, D = torch.compile(G), torch.compile(D)
-    return Nets(G, D, opt_g, opt_d)
+    return Nets(G, D, opt_g, opt_d, G_ema)
 
 
 def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
     """bf16 autocast on CUDA when `cfg.amp` (tensor cores); a no-op context on CPU."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+
+
+def ema_decay_at(cfg: TrainConfig, step: int) -> float:
+    """The moving average's decay at `step`: short early on, so that the average is not stuck near the
+    initial weights, then `cfg.ema_decay` (about the last 1/(1 - decay) steps count)."""
+    return min(cfg.ema_decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_ema(ema: Generator, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for weights and batch-norm statistics alike."""
+    pairs = list(zip(ema.state_dict().values(), ckpt.unwrap(model).state_dict().values()))
+    floats = [(e, m) for e, m in pairs if e.is_floating_point()]
+    torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - decay)
+    for e, m in pairs:
+        if not e.is_floating_point():
+            e.copy_(m)
 
 
 class Diverged(Exception):
@@ -97,9 +123,11 @@ def check_finite(loss: torch.Tensor, module: torch.nn.Module, what: str, ctx: di
 
 
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alpha_binary: float,
-               autocast: torch.autocast, ctx: dist_.Context | None = None) -> dict[str, torch.Tensor]:
-    """One discriminator update, then one generator update (eqs. 1-7). Returns detached losses.
-    A non-finite loss or gradient raises `Diverged` instead of being applied."""
+               autocast: torch.autocast, ctx: dist_.Context | None = None, ema_decay: float = 0.0
+               ) -> dict[str, torch.Tensor]:
+    """One discriminator update, then one generator update (eqs. 1-7) and its moving average (with
+    `ema_decay`). Returns detached losses. A non-finite loss or gradient raises `Diverged` instead of
+    being applied."""
     G, D = nets.G, nets.D
     with autocast:
         fake, mu, log_sigma = G(batch["source"], batch["source_affect"], batch["target_affect"])
@@ -122,6 +150,8 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         g_losses["g_total"].backward()
         check_finite(g_losses["g_total"], G, "generator", ctx)
         nets.opt_g.step()
+        if nets.G_ema is not None:
+            update_ema(nets.G_ema, G, ema_decay)
     finally:
         D.requires_grad_(True)
     return {k: v.detach().float() for k, v in {**d_losses, **g_losses}.items()}
@@ -235,11 +265,13 @@ def save_checkpoint(run: Path, nets: Nets, cfg: TrainConfig, step: int, state: d
     name = f"step_{step:07d}"
     summary = {"step": step, **({"val_l1": round(val_l1, 6)} if val_l1 is not None else {})}
     try:
-        sha = ckpt.save_state(folder / f"{name}.state.pt", {**state, "opt_g": nets.opt_g.state_dict(),
+        raw_g = {"generator_train": ckpt.unwrap(nets.G).state_dict()} if nets.G_ema is not None else {}
+        sha = ckpt.save_state(folder / f"{name}.state.pt", {**state, **raw_g, "opt_g": nets.opt_g.state_dict(),
                                                              "opt_d": nets.opt_d.state_dict()})
-        ckpt.save_model(folder / f"{name}.safetensors", nets.G, nets.D, cfg.model, summary, {"state_sha256": sha})
+        ckpt.save_model(folder / f"{name}.safetensors", nets.G_out, nets.D, cfg.model, summary,
+                        {"state_sha256": sha})
         if val_l1 is not None and val_l1 < best_val_l1(folder):
-            ckpt.save_model(folder / "best.safetensors", nets.G, nets.D, cfg.model, summary)
+            ckpt.save_model(folder / "best.safetensors", nets.G_out, nets.D, cfg.model, summary)
     except OSError as err:
         (folder / f"{name}.safetensors").unlink(missing_ok=True)
         (folder / f"{name}.state.pt").unlink(missing_ok=True)
@@ -266,9 +298,16 @@ def restore(weights: Path, nets: Nets, sampler: PairSampler, aug_gen: torch.Gene
                   if v != cfg.model.to_dict()[k]]
         raise UserError(f"{weights} holds a different model than this run is configured for: {', '.join(differ)}; "
                         f"resume without changing model.* settings")
-    ckpt.unwrap(nets.G).load_state_dict(loaded.generator.state_dict())
     ckpt.unwrap(nets.D).load_state_dict(loaded.discriminator.state_dict())
     state = ckpt.load_state(weights.with_suffix(".state.pt"), ckpt.raw_metadata(weights).get("state_sha256"))
+    if nets.G_ema is not None:  # the file holds the moving average; the state, the weights being trained
+        if "generator_train" not in state:
+            raise UserError(f"{weights} was saved without a moving average of the generator; resume it with "
+                            f"--set ema_decay=0")
+        nets.G_ema.load_state_dict(loaded.generator.state_dict())
+        ckpt.unwrap(nets.G).load_state_dict(state["generator_train"])
+    else:
+        ckpt.unwrap(nets.G).load_state_dict(loaded.generator.state_dict())
     nets.opt_g.load_state_dict(state["opt_g"])
     nets.opt_d.load_state_dict(state["opt_d"])
     sampler.load_state_dict(state["sampler"])
@@ -424,7 +463,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         nonlocal saved_step, rollbacks
         state = capture()
         if main:
-            save_checkpoint(out, nets, cfg, step, state, validation_l1(ckpt.unwrap(nets.G), val_batch))
+            save_checkpoint(out, nets, cfg, step, state, validation_l1(nets.G_out, val_batch))
         saved_step, rollbacks = step, 0
 
     if step == 0:  # a fresh run: the state to roll back to before the first periodic checkpoint
@@ -437,20 +476,27 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+    def steps_text() -> str:
+        return f"{step}/{total_steps} steps" if total_steps else f"{step} steps of {cfg.minutes:g} min"
+
+    # The bar runs on the share of the run done, so it fills (and estimates the time left) alike for
+    # --steps, --epochs and --minutes.
+    bar = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.fields[steps]}"),
                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                    disable=not (progress and main), transient=False)
-    task = bar.add_task("train", total=total_steps or None, completed=step, info="")
+    done = progress_fraction()
+    task = bar.add_task("train", total=1.0, completed=done, steps=steps_text(), info="")
     try:
         with bar, StopRequest(enabled=not ctx.enabled) as stop:
-            while (done := progress_fraction()) < 1.0:
+            while done < 1.0:
                 late = done >= cfg.late_fraction
                 src, target_class, target_idx = sampler.next_batch()
                 batch = make_batch(data, images, src, target_class, target_idx, cfg, aug_gen, device)
                 if step + 1 == cfg.inject_nan_at and not injected:  # testing aid for the divergence guard
                     batch["source"][0, 0, 0, 0], injected = math.nan, True
                 try:
-                    losses = tuner(train_step, nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, autocast, ctx)
+                    losses = tuner(train_step, nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, autocast, ctx,
+                                   ema_decay_at(cfg, step))
                 except Diverged as err:  # nothing was applied; go back to the last good checkpoint
                     rollbacks += 1
                     last = latest_checkpoint(out)
@@ -471,14 +517,16 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                         log_file.close(), writer.close()
                         log_file, writer = open_logs()
                     sums, window_start, window_images, window_steps = {}, time.time(), 0, 0
-                    bar.update(task, completed=step)
+                    done = progress_fraction()
+                    bar.update(task, completed=done, steps=steps_text())
                     continue
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0) + v
                 step += 1
                 window_images += len(src) * ctx.world
                 window_steps += 1  # not step % log_every: a resumed run may start mid-window
-                if step % cfg.log_every == 0 or progress_fraction() >= 1.0:
+                done = progress_fraction()  # once per step: under torchrun it is a collective
+                if step % cfg.log_every == 0 or done >= 1.0:
                     sums = dist_.all_mean(ctx, sums)
                     now = time.time()
                     record = {"step": step, "epoch": sampler.epoch, "time": round(elapsed_before + now - start, 2),
@@ -494,9 +542,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                     bar.update(task, info=f"D {record['d_total']:.3f} G {record['g_total']:.3f} "
                                           f"L1 {record['rec']:.3f} {record['images_per_s']:.0f} img/s")
                     sums, window_start, window_images, window_steps = {}, now, 0, 0
-                bar.update(task, completed=step)
+                bar.update(task, completed=done, steps=steps_text())
                 if main and cfg.sample_every and step % cfg.sample_every == 0:
-                    write_sample_grid(ckpt.unwrap(nets.G), data, fixed, device, out / "samples" / f"step_{step:07d}.png",
+                    write_sample_grid(nets.G_out, data, fixed, device, out / "samples" / f"step_{step:07d}.png",
                                       f"step {step}")
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     checkpoint()
@@ -515,17 +563,17 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     dist_.cleanup(ctx)
     if not main:
         return out / "model.safetensors"
-    val_l1 = validation_l1(ckpt.unwrap(nets.G), val_batch)
+    val_l1 = validation_l1(nets.G_out, val_batch)
     if step != saved_step:
         save_checkpoint(out, nets, cfg, step, state, val_l1)
-    write_sample_grid(ckpt.unwrap(nets.G), data, fixed, device, out / "samples" / "final.png", f"final (step {step})")
+    write_sample_grid(nets.G_out, data, fixed, device, out / "samples" / "final.png", f"final (step {step})")
     summary = {"steps": step, "epochs": round(step / sampler.steps_per_epoch, 2), "data": cfg.data,
                "minutes": round((elapsed_before + time.time() - start) / 60, 2), "images": len(data),
                "identities": data.identities, "device": str(device), "processes": ctx.world,
                "global_batch": cfg.batch_size, "replicas_identical": in_sync, "val_l1": round(val_l1, 6)}
     model_path = out / "model.safetensors"
     try:
-        ckpt.save_model(model_path, nets.G, nets.D, cfg.model, summary)
+        ckpt.save_model(model_path, nets.G_out, nets.D, cfg.model, summary)
     except OSError as err:
         raise UserError(f"could not write {model_path} ({err.strerror or err}); the checkpoint of step {step} is "
                         f"intact: free some disk space and run --resume {out} again") from None
