@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -197,6 +198,11 @@ def test_run_folder_holds_everything(run_a: Path, face_folder: Path) -> None:
                  "checkpoints/step_0000008.state.pt"]:
         assert (run_a / name).is_file(), name
     assert list((run_a / "tb").glob("events.out.tfevents.*"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ["config.json", "model.safetensors", "checkpoints/step_0000008.safetensors",
+                 "checkpoints/step_0000008.state.pt"]:  # written atomically, yet with the usual permissions
+        assert (run_a / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     cfg = TrainConfig.from_dict(json.loads((run_a / "config.json").read_text()))
     assert cfg == tiny(face_folder, f"steps={STEPS}", f"checkpoint_every={EVERY}", f"sample_every={EVERY}")
 
