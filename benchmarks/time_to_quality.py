@@ -9,6 +9,7 @@ does: `--n` held-out (val) sources, each transferred to all 7 expressions, the i
 thresholds. Judging after training keeps the CPU for training while it runs.
 
     .venv/bin/python benchmarks/time_to_quality.py --minutes 15 --every 100 [--set lr=1e-3 ...]
+    .venv/bin/python benchmarks/time_to_quality.py --judge-only --out RUN   # any run's checkpoints
 
 Writes OUT/time_to_quality.json (the curve, the result, the command, the machine and its load).
 """
@@ -88,7 +89,9 @@ def main() -> None:
         info.update(load_average_end=load_average(), total_wall_minutes=round(wall / 60, 2),
                     cpu_utilisation=round((time.process_time() - cpu_start) / wall / max(1, os.cpu_count() or 1), 2))
         (args.out / "time_to_quality_training.json").write_text(json.dumps(info, indent=2))
-    info = json.loads((args.out / "time_to_quality_training.json").read_text())
+    trained_here = args.out / "time_to_quality_training.json"  # absent for a run trained by `fexgan train`
+    info = json.loads(trained_here.read_text()) if trained_here.is_file() else {
+        "command": f"fexgan train (see {args.out / 'config.json'})", "load_average": None, "load_average_end": None}
     curve, judge_accuracy = judge_checkpoints(args.out, cfg, args.n)
     hit = next((c for c in curve if c["expression_accuracy"] >= args.expression
                 and c["identity_preservation"] >= args.identity), None)
