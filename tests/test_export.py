@@ -220,9 +220,6 @@ def test_cli_transfer_with_the_shipped_model_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="toon-64 as shipped is below the bar: the judge accepts about 0.8 of these "
-                                       "transfers (sadness reads as neutral for ada and bo, dex fails most "
-                                       "targets); see its card. A better shipped model must pass.")
 def test_shipped_model_transfers_are_judged_correct(all_cores: None) -> None:
     """Six characters' unseen neutral faces (two variations each) to every expression: the
     evaluation judge (trained on real toon faces only) must recognise >= 90% of the targets."""

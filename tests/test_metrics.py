@@ -156,6 +156,10 @@ def test_evaluate_writes_metrics_report_and_figures(report):
     assert t["expression_accuracy"]["n"] == n_src * C and t["identity_preservation"]["n"] == n_src * C
     assert sum(map(sum, t["count_source_x_target"])) == n_src * C
     assert all(t["per_target"][e]["expression_accuracy"]["n"] == n_src for e in EXPRESSIONS)
+    per_character = t["per_character"]  # every judged transfer belongs to one source character
+    assert sum(m["expression_accuracy"]["n"] for m in per_character.values()) == n_src * C
+    assert sum(m["expression_accuracy"]["value"] * m["expression_accuracy"]["n"]
+               for m in per_character.values()) == pytest.approx(t["expression_accuracy"]["value"] * n_src * C, abs=0.01)
     for split in ("train", "val"):
         for cell in saved["table1"][split].values():
             assert 0 <= cell["value"] <= 1 and cell["n"] == 24
@@ -167,7 +171,7 @@ def test_evaluate_writes_metrics_report_and_figures(report):
     assert g["all changes"]["generated"]["l1"]["n"] == n_src * (C - 1)
     assert g["same expression"]["generated"]["l1"]["n"] == n_src
     text = (out / "report.md").read_text()
-    for needle in ("Table 1", "0.913", "(n=", "confusion.png", "transfers.png", "Ground truth", "joy+disgust"):
+    for needle in ("Table 1", "0.913", "(n=", "source character", "confusion.png", "transfers.png", "Ground truth", "joy+disgust"):
         assert needle in text
     for png in ("confusion.png", "transfers.png", "samples.png"):
         assert (out / png).stat().st_size > 1000
@@ -205,3 +209,22 @@ def test_cli_prints_headline_and_report_path(run, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["split"] == "train"
     bad = subprocess.run([str(FEXGAN), "evaluate", str(tmp_path / "missing")], capture_output=True, text=True)
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_ship_model_script_exports_evaluates_and_writes_a_card(run, tmp_path):
+    """scripts/ship_model.py (what `make pretrained` runs after training) on a real run folder."""
+    script = Path(__file__).parents[1] / "scripts" / "ship_model.py"
+    done = subprocess.run([sys.executable, str(script), str(run), "--name", "mini", "--preset", "tiny",
+                           "--command", "fexgan train ...", "--dest", str(tmp_path / "shipped")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    weights, card = tmp_path / "shipped" / "mini.safetensors", json.loads((tmp_path / "shipped" / "mini.json").read_text())
+    loaded = ckpt.load_model(weights)
+    with safe_open(str(weights), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    assert loaded.discriminator is not None and card["config"] == json.loads((run / "config.json").read_text())
+    m = card["evaluation"]["metrics"]
+    assert m["expression_accuracy"]["n"] == 84 * C and 0 <= m["expression_accuracy"]["value"] <= 1
+    assert set(card["evaluation"]["per_character"]) == set(load_source(SPEC, SIZE).identities)
+    assert card["weights"]["fp16_vs_fp32"]["transfers"] == 84 * C
+    assert card["training"]["steps"] == 20 and f"{m['expression_accuracy']['value']:.3f}" in card["limitations"][0]

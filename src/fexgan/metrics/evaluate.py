@@ -103,7 +103,8 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
     targets = torch.arange(n_cls).repeat(len(src))
     fakes = transfer(G, real[rep], src_cls[rep], _one_hot(targets, n_cls))
     expr_p, id_p = judge.predict(fakes)
-    results["transfer"] = transfer_metrics(classes, src_cls[rep], targets, expr_p.argmax(1), id_p.argmax(1) == src_id[rep])
+    results["transfer"] = transfer_metrics(classes, src_cls[rep], targets, expr_p.argmax(1), id_p.argmax(1) == src_id[rep],
+                                           src_id[rep], images.identities)
     log(f"transfers judged ({time.time() - start:.0f} s)")
 
     with_truth = has_ground_truth(spec)
@@ -164,9 +165,15 @@ def realism_metrics(G: Generator, judge: Judge, images: ImageSet, real: torch.Te
 
 
 def transfer_metrics(classes: tuple[str, ...], source: torch.Tensor, target: torch.Tensor, predicted: torch.Tensor,
-                     kept: torch.Tensor) -> dict:
-    """Judge accuracy and identity preservation, overall and per target, and the two 7x7 matrices."""
+                     kept: torch.Tensor, character: torch.Tensor | None = None,
+                     characters: list[str] | None = None) -> dict:
+    """Judge accuracy and identity preservation, overall, per target (and per source character when
+    `character` indices and their names are given), and the two 7x7 matrices."""
     c, hit = len(classes), predicted == target
+    by_character = {} if character is None else {
+        "per_character": {name: {"expression_accuracy": _mean(hit[character == i]),
+                                 "identity_preservation": _mean(kept[character == i])}
+                          for i, name in enumerate(characters) if bool((character == i).any())}}
     cell = source * c + target
     counts = torch.bincount(cell, minlength=c * c).view(c, c)
     hits = torch.bincount(cell, weights=hit.double(), minlength=c * c).view(c, c)
@@ -174,6 +181,7 @@ def transfer_metrics(classes: tuple[str, ...], source: torch.Tensor, target: tor
         "expression_accuracy": _mean(hit), "identity_preservation": _mean(kept),
         "per_target": {name: {"expression_accuracy": _mean(hit[target == t]),
                               "identity_preservation": _mean(kept[target == t])} for t, name in enumerate(classes)},
+        **by_character,
         "accuracy_source_x_target": (hits / counts.clamp(min=1)).where(counts > 0, torch.nan).round(decimals=4).tolist(),
         "count_source_x_target": counts.tolist(),
         "count_target_x_predicted": torch.bincount(target * c + predicted, minlength=c * c).view(c, c).tolist(),

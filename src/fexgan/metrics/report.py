@@ -89,8 +89,12 @@ def markdown(r: dict) -> str:
               "| target | judge: expression accuracy | judge: identity preserved |", "|---|---|---|"]
     lines += [f"| {c} | {fmt(t['per_target'][c]['expression_accuracy'])} | {fmt(t['per_target'][c]['identity_preservation'])} |"
               for c in classes]
-    lines += [f"| **all** | {fmt(t['expression_accuracy'])} | {fmt(t['identity_preservation'])} |", "",
-              "![confusion](confusion.png)", ""]
+    lines += [f"| **all** | {fmt(t['expression_accuracy'])} | {fmt(t['identity_preservation'])} |", ""]
+    if t.get("per_character"):
+        lines += ["| source character | judge: expression accuracy | judge: identity preserved |", "|---|---|---|"]
+        lines += [f"| {name} | {fmt(m['expression_accuracy'])} | {fmt(m['identity_preservation'])} |"
+                  for name, m in t["per_character"].items()] + [""]
+    lines += ["![confusion](confusion.png)", ""]
     if r["mixed"]:
         truth = "truth_p_first" in next(iter(r["mixed"].values()))
         lines += ["## Mixed expressions (the paper's three pairs, 0.5 + 0.5)", "",

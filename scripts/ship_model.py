@@ -1,0 +1,143 @@
+"""Package a finished run as a shipped model: fp16 weights inside the package plus its card.
+
+    .venv/bin/python scripts/ship_model.py RUN --name toon-64 --command "fexgan train ..."
+
+1. `fexgan export RUN --format safetensors --half --discriminator` -> src/fexgan/pretrained/NAME.safetensors
+2. the same transfers through the fp32 run model and the fp16 file: how much the cast changes
+3. `fexgan evaluate` of the shipped file (on the CPU, the judge of the evaluation package)
+4. NAME.json: the command, the full configuration, training facts, the numbers above and the
+   limitations the numbers show (weakest targets and characters), all written from measurements.
+`make pretrained` runs the training command and this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fexgan import toon
+from fexgan.bench import machine
+from fexgan.checkpoint import load_model
+from fexgan.data import load_source, split_indices
+from fexgan.export import export, pretrained_folder
+from fexgan.metrics.evaluate import evaluate
+from fexgan.metrics.generated import transfer
+from fexgan.metrics.judge import get_judge
+
+DESCRIPTION = ("The `{preset}` preset ({size} px, width {width}, latent {latent}) trained on {data}. Turns a face "
+               "like those on a plain background to any of the 7 expressions or a mix of them.")
+TOON = "the built-in toon faces (6 characters x 7 expressions x 200 images)"
+
+
+def cast_check(fp32: Path, fp16: Path, config: dict, n: int = 500) -> dict:
+    """The same `n` val sources x every target through both files (both loaded as float32 on the CPU)."""
+    a, b = load_model(fp32), load_model(fp16)
+    cfg = a.config
+    data = load_source(config["data"], cfg.image_size, cfg.background, cfg.classes)
+    _, val_idx = split_indices(data, config["val_fraction"], config["seed"])
+    src = val_idx[:n]
+    n_cls = cfg.num_classes
+    rep, targets = torch.arange(len(src)).repeat_interleave(n_cls), torch.arange(n_cls).repeat(len(src))
+    real, src_cls = data.images[src][rep], data.expression[src][rep]
+    affect = F.one_hot(targets, n_cls).float()
+    out_a, out_b = transfer(a.generator, real, src_cls, affect), transfer(b.generator, real, src_cls, affect)
+    judge = get_judge(config["data"], cfg.image_size, data=data, background=cfg.background, classes=cfg.classes,
+                      log=lambda line: None)
+    same = (judge.predict(out_a)[0].argmax(1) == judge.predict(out_b)[0].argmax(1)).float().mean()
+    diff = (out_a.int() - out_b.int()).abs()
+    return {"transfers": len(rep), "max_abs_diff_uint8": int(diff.max()),
+            "pixels_changed_uint8": round(float((diff > 0).float().mean()), 5),
+            "judge_same_prediction": round(float(same), 5),
+            "method": f"the same {len(src)} val sources x {n_cls} targets through the fp32 training output and "
+                      f"the fp16 file, both loaded as float32 on the CPU"}
+
+
+def limitations(metrics: dict, per_target: dict, per_character: dict, mixed: dict, bar: float = 0.9) -> list[str]:
+    """What the numbers say the model does badly, in sentences."""
+    acc = metrics["expression_accuracy"]["value"]
+    weak_t = sorted((v["value"], k) for k, v in per_target.items() if v["value"] < bar)
+    weak_c = sorted((v["value"], k) for k, v in per_character.items() if v["value"] < bar)
+    lines = [f"The evaluation judge recognises {acc:.3f} of transfers as their target expression (bar {bar})"
+             + (f"; weakest targets: {', '.join(f'{k} {v:.2f}' for v, k in weak_t)}" if weak_t else "")
+             + (f"; weakest characters: {', '.join(f'{k} {v:.2f}' for v, k in weak_c)}" if weak_c else "") + "."]
+    fid, floor = metrics["fid_transfer"]["value"], metrics["fid_real_reference"]["value"]
+    truth = (f"L1 to the renderer's true target is {metrics['groundtruth_l1']['value']:.3f} (copying the unchanged "
+             f"source scores {metrics['groundtruth_l1_copy']['value']:.3f}), and " if "groundtruth_l1" in metrics else "")
+    lines.append(f"Faces are blurrier than the training images: {truth}FID in the judge's features is "
+                 f"{fid:.0f} against a real-vs-real floor of {floor:.1f}.")
+    weak_m = [f"{pair} {m['both_top2']['value']:.2f}" for pair, m in mixed.items() if m["both_top2"]["value"] < 0.5]
+    if weak_m:
+        lines.append("Mixed affects (0.5 + 0.5): for " + ", ".join(weak_m) + " of the transfers the judge ranks both "
+                     "affects in its top two; one side of such a pair often dominates.")
+    lines.append(f"It knows the {len(per_character)} characters of its training data only: other faces, photos "
+                 f"included, are out of its domain.")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished run folder (RUN/model.safetensors)")
+    parser.add_argument("--name", default="toon-64")
+    parser.add_argument("--preset", default="cpu", help="the preset the run was trained with (for the card)")
+    parser.add_argument("--command", required=True, help="the exact training command, for the card")
+    parser.add_argument("--dest", type=Path, default=pretrained_folder(), help="where NAME.safetensors/.json go")
+    args = parser.parse_args()
+
+    dest, run_model = args.dest, args.run / "model.safetensors"
+    dest.mkdir(parents=True, exist_ok=True)
+    config = json.loads((args.run / "config.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        export(args.run, "safetensors", tmp, discriminator=True, half=True)
+        (Path(tmp) / "model.safetensors").replace(dest / f"{args.name}.safetensors")
+    shipped = dest / f"{args.name}.safetensors"
+    print(f"wrote {shipped} ({shipped.stat().st_size / 1e6:.1f} MB)")
+    cast = cast_check(run_model, shipped, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = evaluate(shipped, data=config["data"], out=Path(tmp) / "evaluation", device="cpu")
+    t = results["transfer"]
+    changes = (results["groundtruth"] or {}).get("all changes")  # toon data only: the renderer's truth
+    truth = {**{f"groundtruth_{k}": v for k, v in changes["generated"].items()},
+             "groundtruth_l1_copy": changes["copy"]["l1"]} if changes else {}
+    metrics = {"expression_accuracy": t["expression_accuracy"], "identity_preservation": t["identity_preservation"],
+               **results["realism"], **truth}
+    summary = load_model(run_model, discriminator=False).summary
+    last_log = json.loads((args.run / "log.jsonl").read_text().splitlines()[-1])
+    model = config["model"]
+    card = {
+        "name": args.name,
+        "description": DESCRIPTION.format(preset=args.preset, size=model["image_size"], width=model["width"],
+                                          latent=model["latent_dim"],
+                                          data=TOON if config["data"] == "toon" else f"`{config['data']}`"),
+        "command": args.command,
+        "packaged_with": f"python scripts/ship_model.py RUN --name {args.name} (fexgan export RUN --format "
+                         f"safetensors --half --discriminator, then fexgan evaluate of the file)",
+        "config": config,
+        "training": {**{k: summary[k] for k in ("steps", "epochs", "minutes", "device", "processes", "images",
+                                                "identities", "val_l1") if k in summary},
+                     "machine": {k: v for k, v in machine(torch.device("cuda" if summary.get("device", "").startswith("cuda")
+                                                          and torch.cuda.is_available() else "cpu")).items()
+                                 if k not in ("load_average", "torch_threads")},
+                     "toon_renderer_version": toon.RENDERER_VERSION,
+                     "images_per_s_at_end": last_log.get("images_per_s"),
+                     "final_losses": {k: last_log[k] for k in ("d_total", "g_total", "g_adv", "g_cls", "kl", "rec")}},
+        "weights": {"dtype": "float16 (cast to float32 when loaded)", "parts": ["generator", "discriminator"],
+                    "fp16_vs_fp32": cast},
+        "evaluation": {"command": f"fexgan evaluate {args.name} --device cpu", "data": config["data"], "split": "val",
+                       "n": results["n"], "seed": results["seed"], "judge": results["judge"], "metrics": metrics,
+                       "per_target": t["per_target"], "per_character": t["per_character"],
+                       "table1": results["table1"], "mixed": results["mixed"]},
+        "limitations": limitations(metrics, {k: v["expression_accuracy"] for k, v in t["per_target"].items()},
+                                   {k: v["expression_accuracy"] for k, v in t["per_character"].items()},
+                                   results["mixed"]),
+    }
+    (dest / f"{args.name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(f"wrote {dest / f'{args.name}.json'}: judge {metrics['expression_accuracy']['value']:.3f}, "
+          f"identity {metrics['identity_preservation']['value']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
