@@ -69,10 +69,12 @@ def limitations(metrics: dict, per_target: dict, per_character: dict, mixed: dic
              f"source scores {metrics['groundtruth_l1_copy']['value']:.3f}), and " if "groundtruth_l1" in metrics else "")
     lines.append(f"Faces are blurrier than the training images: {truth}FID in the judge's features is "
                  f"{fid:.0f} against a real-vs-real floor of {floor:.1f}.")
-    weak_m = [f"{pair} {m['both_top2']['value']:.2f}" for pair, m in mixed.items() if m["both_top2"]["value"] < 0.5]
+    weak_m = [f"{pair}: both affects in the judge's top two for {m['both_top2']['value']:.2f} of the transfers "
+              f"(mean judge probabilities {m['p_first']['value']:.2f} / {m['p_second']['value']:.2f}"
+              + (f"; on the renderer's true mix {m['truth_p_first']['value']:.2f} / {m['truth_p_second']['value']:.2f}"
+                 if "truth_p_first" in m else "") + ")" for pair, m in mixed.items() if m["both_top2"]["value"] < 0.5]
     if weak_m:
-        lines.append("Mixed affects (0.5 + 0.5): for " + ", ".join(weak_m) + " of the transfers the judge ranks both "
-                     "affects in its top two; one side of such a pair often dominates.")
+        lines.append("Mixed affects (0.5 + 0.5), where one side dominates: " + "; ".join(weak_m) + ".")
     lines.append(f"It knows the {len(per_character)} characters of its training data only: other faces, photos "
                  f"included, are out of its domain.")
     return lines
