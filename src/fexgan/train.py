@@ -62,10 +62,27 @@ class Nets:
     opt_d: torch.optim.Optimizer
     G_ema: Generator | None = None
 
+    def __post_init__(self) -> None:
+        # The tensors the moving average blends, paired once: building both state dicts on every step
+        # costs as much as the blend itself. Loading weights copies into these tensors, so they stay valid.
+        pairs = list(zip(self.G_ema.state_dict().values(), ckpt.unwrap(self.G).state_dict().values())
+                     ) if self.G_ema is not None else []
+        floats = [pair for pair in pairs if pair[0].is_floating_point()]
+        self._ema_blend = ([e for e, _ in floats], [m for _, m in floats])
+        self._ema_copy = [pair for pair in pairs if not pair[0].is_floating_point()]
+
     @property
     def G_out(self) -> Generator:
         """The generator that model files, samples and validation use: the moving average when there is one."""
         return self.G_ema if self.G_ema is not None else ckpt.unwrap(self.G)
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        """G_ema <- decay * G_ema + (1 - decay) * G, for weights and batch-norm statistics alike."""
+        if self._ema_blend[0]:
+            torch._foreach_lerp_(*self._ema_blend, 1.0 - decay)
+        for e, m in self._ema_copy:
+            e.copy_(m)
 
 
 def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None = None) -> Nets:
@@ -97,17 +114,6 @@ def ema_decay_at(cfg: TrainConfig, step: int) -> float:
     """The moving average's decay at `step`: short early on, so that the average is not stuck near the
     initial weights, then `cfg.ema_decay` (about the last 1/(1 - decay) steps count)."""
     return min(cfg.ema_decay, (1 + step) / (10 + step))
-
-
-@torch.no_grad()
-def update_ema(ema: Generator, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, for weights and batch-norm statistics alike."""
-    pairs = list(zip(ema.state_dict().values(), ckpt.unwrap(model).state_dict().values()))
-    floats = [(e, m) for e, m in pairs if e.is_floating_point()]
-    torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - decay)
-    for e, m in pairs:
-        if not e.is_floating_point():
-            e.copy_(m)
 
 
 class Diverged(Exception):
@@ -150,8 +156,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         g_losses["g_total"].backward()
         check_finite(g_losses["g_total"], G, "generator", ctx)
         nets.opt_g.step()
-        if nets.G_ema is not None:
-            update_ema(nets.G_ema, G, ema_decay)
+        nets.update_ema(ema_decay)
     finally:
         D.requires_grad_(True)
     return {k: v.detach().float() for k, v in {**d_losses, **g_losses}.items()}
