@@ -145,9 +145,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(old)
 
 
-def losses(run: Path) -> list[dict]:
-    """Logged records without the wall-clock fields."""
-    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "images_per_s")}
+def losses(run: Path, validation: bool = True) -> list[dict]:
+    """Logged records without the wall-clock fields (and without the checkpoints' validation metrics,
+    which depend on when checkpoints are taken, with `validation=False`)."""
+    return [{k: v for k, v in json.loads(line).items()
+             if k not in ("time", "images_per_s") and (validation or not k.startswith("val"))}
             for line in (run / "log.jsonl").read_text().splitlines()]
 
 

@@ -123,9 +123,9 @@ def test_fid_is_zero_for_identical_sets_and_grows_with_difference(data, judge):
 # ----------------------------------------------------------------------------- ground truth
 def test_ground_truth_of_the_source_expression_is_the_dataset_image_itself(data):
     idx = torch.tensor([0, 9, 100, len(data) - 1])
-    own = render_truth(data, idx, F.one_hot(data.expression[idx], C).float())
+    own = render_truth(data, SPEC, idx, F.one_hot(data.expression[idx], C).float())
     assert torch.equal(own, data.images[idx])            # same character, variation and compositing
-    other = render_truth(data, idx, F.one_hot((data.expression[idx] + 1) % C, C).float())
+    other = render_truth(data, SPEC, idx, F.one_hot((data.expression[idx] + 1) % C, C).float())
     assert not torch.equal(other, data.images[idx])
     m = compare(own, data.images[idx])
     assert m["l1"].abs().max() == 0 and torch.all(m["psnr"] == MAX_PSNR) and torch.allclose(m["ssim"], torch.ones(4))
@@ -137,7 +137,7 @@ def test_true_transfers_score_like_real_images(data, judge):
     well as real images are, and are as close to the real distribution as real images."""
     _, val_idx = split_indices(data, 0.2, seed=0)
     targets = torch.arange(len(val_idx)) % C
-    perfect = render_truth(data, val_idx, F.one_hot(targets, C).float())
+    perfect = render_truth(data, SPEC, val_idx, F.one_hot(targets, C).float())
     expr_p, id_p = judge.predict(perfect)
     assert float((expr_p.argmax(1) == targets).float().mean()) >= judge.accuracy["expression"] - 0.1
     assert float((id_p.argmax(1) == data.identity[val_idx]).float().mean()) >= 0.95

@@ -29,7 +29,7 @@ from fexgan.config import TrainConfig, build_config
 from fexgan.data import load_source, split_indices
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
-from fexgan.train import latest_checkpoint, train, validation_batch, validation_l1
+from fexgan.train import latest_checkpoint, train, validation, validation_batch
 
 from conftest import draw_face, losses, same_tensors
 
@@ -186,7 +186,7 @@ def test_the_last_k_and_the_best_by_validation_l1_are_kept(ref: Path) -> None:
     data = load_source(cfg.data, cfg.model.image_size)
     _, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
     batch = validation_batch(data, val_idx, cfg, torch.device("cpu"))
-    assert best.summary["val_l1"] == pytest.approx(validation_l1(best.generator, batch), abs=1e-6)  # honest
+    assert best.summary["val_l1"] == pytest.approx(validation(best.generator, batch)["val_l1"], abs=1e-6)  # honest
     kept = [ckpt.read_metadata(ref / "checkpoints" / f"step_{s:07d}.safetensors")[1]["val_l1"] for s in (2, 4, 6)]
     assert best.summary["val_l1"] <= min(kept)
     assert ckpt.read_metadata(ref / "model.safetensors")[1]["val_l1"] == kept[-1]

@@ -65,7 +65,7 @@ def main() -> None:
 
 @app.command()
 def train(
-    data: Optional[str] = typer.Option(None, help="toon | toon:PER_CLASS[:CHARACTERS] | ferg:PATH | folder:PATH"),
+    data: Optional[str] = typer.Option(None, help="toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH"),
     preset: str = typer.Option("cpu", help="paper | cpu | tiny"),
     config: Optional[Path] = typer.Option(None, help="JSON file of configuration values (applied after the preset)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default runs/<preset>-<time>)"),
@@ -128,11 +128,13 @@ def data_render(
     characters: int = typer.Option(6, help="identities, 1..64 (the first 6 are hand-designed)"),
     seed: int = typer.Option(0, help="random seed: the same arguments give byte-identical files"),
     workers: Optional[int] = typer.Option(None, help="worker processes (default: every core)"),
+    jitter: bool = typer.Option(False, "--jitter", help="add head shift, zoom, rotation and lighting jitter "
+                                "(default: a fixed camera and light, as FERG-DB)"),
 ) -> None:
     """Render the built-in toon faces in FERG-DB's layout, with a ground-truth manifest."""
     from fexgan.toon import render_dataset
 
-    manifest = render_dataset(out, per_class, size, characters, seed, workers, progress=True)
+    manifest = render_dataset(out, per_class, size, characters, seed, workers, progress=True, jitter=jitter)
     console.print(f"[green]done:[/] {escape(str(manifest))}", highlight=False)
 
 

@@ -66,7 +66,7 @@ class TrainConfig:
     """Everything about a training run. Lengths: `steps` wins over `minutes` over `epochs`."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: str = "toon"               # toon | toon:PER_CLASS[:CHARACTERS] | ferg:PATH | folder:PATH
+    data: str = "toon"               # toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH
     val_fraction: float = 0.2        # deterministic split, as the paper's 80/20
     batch_size: int = 32
     epochs: int = 100

@@ -5,7 +5,8 @@ decode -> RGBA -> composite over the background colour -> pad to a square -> res
 Models see `to_model_input(uint8)` = x / 127.5 - 1 in [-1, 1].
 
 Sources (`TrainConfig.data`):
-- `toon` or `toon:PER_CLASS[:CHARACTERS]`: the built-in renderer (fexgan.toon), rendered once.
+- `toon` or `toon:PER_CLASS[:CHARACTERS][:jitter]`: the built-in renderer (fexgan.toon), rendered once;
+  a fixed camera and lighting, as FERG-DB, unless `jitter` asks for pose and lighting jitter.
 - `ferg:PATH`: FERG-DB's layout `<char>/<char>_<expr>/*.png`.
 - `folder:PATH`: `<identity>/<expression>/*.png|jpg`.
 Each is decoded and resized once into a uint8 cache file that is re-used while the sources are
@@ -136,7 +137,7 @@ def parse_source(spec: str) -> tuple[str, str]:
     if kind not in ("toon", "ferg", "folder"):
         if Path(spec).is_dir():  # a bare folder: guess the layout from its first sub-folder
             return ("ferg", spec) if _looks_like_ferg(Path(spec)) else ("folder", spec)
-        raise UserError(f"unknown data source '{spec}'; use toon, toon:PER_CLASS[:CHARACTERS], ferg:PATH or folder:PATH")
+        raise UserError(f"unknown data source '{spec}'; use toon, toon:PER_CLASS[:CHARACTERS][:jitter], ferg:PATH or folder:PATH")
     return kind, arg
 
 
@@ -229,16 +230,28 @@ def _decode_files(items: list[tuple[Path, str, str]], root: Path, size: int, bac
     return ImageSet(arr, torch.tensor(exprs), torch.tensor(idents), identities, tuple(classes), names, skipped)
 
 
-def _render_toon(arg: str, size: int, background: Background) -> ImageSet:
-    from fexgan import toon
-
+def toon_options(arg: str) -> tuple[int, int, bool]:
+    """'PER_CLASS[:CHARACTERS][:jitter]' of a `toon:` source -> (per class, characters, pose/lighting jitter)."""
     fields = [a for a in arg.split(":") if a]
+    jitter = bool(fields) and fields[-1] == "jitter"
+    fields = fields[:-1] if jitter else fields
     try:
+        if len(fields) > 2:
+            raise ValueError(arg)
         per_class = int(fields[0]) if fields else 200
         characters = int(fields[1]) if len(fields) > 1 else 6
     except ValueError:
-        raise UserError(f"bad toon source 'toon:{arg}'; use toon:PER_CLASS[:CHARACTERS], e.g. toon:200:6") from None
-    arrays = toon.render_arrays(per_class=per_class, size=size, characters=characters, seed=0, progress=True)
+        raise UserError(f"bad toon source 'toon:{arg}'; use toon:PER_CLASS[:CHARACTERS][:jitter], "
+                        f"e.g. toon:200:6 or toon:200:6:jitter") from None
+    return per_class, characters, jitter
+
+
+def _render_toon(arg: str, size: int, background: Background) -> ImageSet:
+    from fexgan import toon
+
+    per_class, characters, jitter = toon_options(arg)
+    arrays = toon.render_arrays(per_class=per_class, size=size, characters=characters, seed=0, progress=True,
+                                jitter=jitter)
     images = np.stack([prepare_image(Image.fromarray(a, "RGBA"), size, background) for a in arrays.images])
     names = [f"{r['character']}/{EXPRESSIONS[r['expression']] if isinstance(r['expression'], int) else r['expression']}/{r['n']}"
              for r in arrays.records]
@@ -253,7 +266,7 @@ def load_source(spec: str, size: int, background: Background = (255, 255, 255),
     if kind == "toon":
         from fexgan import toon
 
-        key = ["toon", arg, getattr(toon, "RENDERER_VERSION", 1)]
+        key = ["toon", toon_options(arg), toon.RENDERER_VERSION]
         items, root = None, None
     else:
         if not arg:

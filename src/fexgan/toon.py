@@ -33,8 +33,9 @@ from fexgan.expressions import EXPRESSIONS, parse_affect
 RGB = tuple[int, int, int]
 Affect = Union[str, int, Mapping[str, float], Sequence[float], np.ndarray]
 
-RENDERER_VERSION = 2
-"""Bumped whenever the same arguments would render different pixels (data caches key on it)."""
+RENDERER_VERSION = 3
+"""Bumped whenever the same arguments would render different pixels (data caches key on it).
+Version 3: a fixed camera and fixed lighting by default (pose and lighting jitter only on request)."""
 
 MIN_SIZE, MAX_SIZE, MAX_CHARACTERS = 32, 256, 64
 _HALF = 1.12  # the image spans [-_HALF, _HALF] face units on both axes
@@ -253,21 +254,32 @@ class Variation:
     shade_angle: float = 0.0   # direction the light comes from, degrees
 
 
-def sample_variation(rng: np.random.Generator) -> Variation:
+def sample_variation(rng: np.random.Generator, jitter: bool = False) -> Variation:
     """Draw a random within-class variation (values rounded to 4 decimals, so a manifest's
-    numbers reproduce the image exactly)."""
+    numbers reproduce the image exactly).
+
+    By default, as in FERG-DB, the camera and the lighting are fixed: an image differs from the
+    others of its character and expression only by the expression's intensity, the gaze and the
+    blinks, so any two images of one character are aligned. ``jitter=True`` adds the head's shift,
+    zoom and +-10 degree rotation and random lighting (for robustness studies); the intensity, gaze
+    and blinks are the same draws either way.
+    """
     r = rng.uniform(size=12)
     blink = 0.25 + 0.5 * r[7] if r[8] < 0.1 else 0.0  # a half blink in one image of ten
-    values = (0.65 + 0.4 * r[0], 0.05 * r[1] - 0.025, 0.05 * r[2] - 0.025, 0.93 + 0.1 * r[3],
-              20 * r[4] - 10, 2 * r[5] - 1, 1.2 * r[6] - 0.6, blink, 2 * r[9] - 1, r[10],
-              360 * r[11])
+    intensity, gaze_x, gaze_y = 0.65 + 0.4 * r[0], 2 * r[5] - 1, 1.2 * r[6] - 0.6
+    if jitter:
+        pose = (0.05 * r[1] - 0.025, 0.05 * r[2] - 0.025, 0.93 + 0.1 * r[3], 20 * r[4] - 10)
+        light = (2 * r[9] - 1, r[10], 360 * r[11])
+    else:
+        pose, light = (0.0, 0.0, 1.0, 0.0), (0.0, 0.0, 0.0)
+    values = (intensity, *pose, gaze_x, gaze_y, blink, *light)
     return Variation(*(round(float(v), 4) for v in values))
 
 
-def variation_for(seed: int, char_idx: int, expr_idx: int, n: int) -> Variation:
+def variation_for(seed: int, char_idx: int, expr_idx: int, n: int, jitter: bool = False) -> Variation:
     """The variation of dataset image ``n`` (1-based, as in its file name) of one character and
     expression; each image has its own generator, so rendering order does not matter."""
-    return sample_variation(np.random.default_rng([seed, char_idx, expr_idx, n]))
+    return sample_variation(np.random.default_rng([seed, char_idx, expr_idx, n]), jitter)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -799,13 +811,13 @@ class ToonArrays:
 Job = tuple[int, int, int]  # (character index, expression index, n from 1)
 
 
-def _render_jobs(chars: list[Character], jobs: list[Job], seed: int, size: int,
+def _render_jobs(chars: list[Character], jobs: list[Job], seed: int, size: int, jitter: bool,
                  out: Path | None) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
     """Render a chunk of dataset images (in a worker): save them under ``out``, or return them."""
     images, records = [], []
     for ci, ei, n in jobs:
         ch, expr = chars[ci], EXPRESSIONS[ei]
-        v = variation_for(seed, ci, ei, n)
+        v = variation_for(seed, ci, ei, n, jitter)
         img = _render(ch, _POINTS[ei], v, size)
         rec: dict[str, Any] = {
             "character": ch.name, "expression": expr, "n": n,
@@ -830,7 +842,7 @@ def _default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _run(chars: list[Character], per_class: int, seed: int, size: int, workers: int | None,
+def _run(chars: list[Character], per_class: int, seed: int, size: int, jitter: bool, workers: int | None,
          progress: bool, out: Path | None) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Render every (character, expression, n), in order, on ``workers`` processes."""
     jobs = [(ci, ei, n) for ci in range(len(chars)) for ei in range(len(EXPRESSIONS))
@@ -853,9 +865,8 @@ def _run(chars: list[Character], per_class: int, seed: int, size: int, workers: 
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         n = len(chunks)
-        results = (pool.map(_render_jobs, [chars] * n, chunks, [seed] * n, [size] * n, [out] * n)
-                   if pool else map(_render_jobs, [chars] * n, chunks, [seed] * n, [size] * n,
-                                    [out] * n))
+        args = ([chars] * n, chunks, [seed] * n, [size] * n, [jitter] * n, [out] * n)
+        results = pool.map(_render_jobs, *args) if pool else map(_render_jobs, *args)
         for chunk, (imgs, recs) in zip(chunks, results):
             if imgs is not None:
                 images.append(imgs)
@@ -879,11 +890,12 @@ def _check_dataset_args(per_class: int, size: int, characters: int, workers: int
 
 
 def render_arrays(per_class: int = 200, size: int = 128, characters: int = 6, seed: int = 0,
-                  workers: int | None = None, progress: bool = False) -> ToonArrays:
-    """Render the dataset into memory: ``per_class`` images per (character, expression)."""
+                  workers: int | None = None, progress: bool = False, jitter: bool = False) -> ToonArrays:
+    """Render the dataset into memory: ``per_class`` images per (character, expression); ``jitter``
+    as in ``sample_variation``."""
     _check_dataset_args(per_class, size, characters, workers)
     chars = make_characters(characters, seed)
-    images, records = _run(chars, per_class, seed, size, workers, progress, None)
+    images, records = _run(chars, per_class, seed, size, jitter, workers, progress, None)
     names = [c.name for c in chars]
     return ToonArrays(
         images=np.concatenate(images),
@@ -893,7 +905,8 @@ def render_arrays(per_class: int = 200, size: int = 128, characters: int = 6, se
 
 
 def render_dataset(out: Path, per_class: int = 200, size: int = 128, characters: int = 6,
-                   seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
+                   seed: int = 0, workers: int | None = None, progress: bool = True,
+                   jitter: bool = False) -> Path:
     """Write the dataset in FERG-DB's layout plus ``manifest.json``; returns the manifest path.
 
     Layout: ``<out>/<char>/<char>_<expr>/<char>_<expr>_<n>.png`` with n from 1. The manifest
@@ -911,9 +924,9 @@ def render_dataset(out: Path, per_class: int = 200, size: int = 128, characters:
             raise PermissionError(13, "permission denied")
     except OSError as err:
         raise UserError(f"cannot write to output folder {out}: {err.strerror or err}") from None
-    _, records = _run(chars, per_class, seed, size, workers, progress, out)
-    header = {"dataset": "fexgan-toon", "version": 1, "size": size, "per_class": per_class,
-              "seed": seed, "expressions": list(EXPRESSIONS), "characters": [c.name for c in chars],
+    _, records = _run(chars, per_class, seed, size, jitter, workers, progress, out)
+    header = {"dataset": "fexgan-toon", "version": 1, "renderer_version": RENDERER_VERSION, "size": size,
+              "per_class": per_class, "seed": seed, "camera": "jitter" if jitter else "fixed", "expressions": list(EXPRESSIONS), "characters": [c.name for c in chars],
               "character_styles": [asdict(c) for c in chars]}
     text = json.dumps(header)[:-1] + ',\n"images": [\n' \
         + ",\n".join(json.dumps(r) for r in records) + "\n]}\n"

@@ -35,9 +35,10 @@ from fexgan import checkpoint as ckpt
 from fexgan import distributed as dist_
 from fexgan.config import TrainConfig
 from fexgan.data import (ImageSet, PairSampler, augment, check_coverage, load_source, split_indices, to_model_input,
-                         to_pil)
+                         to_pil, to_uint8)
 from fexgan.errors import UserError
 from fexgan.losses import discriminator_loss, generator_loss
+from fexgan.metrics.groundtruth import compare, has_ground_truth, render_truth
 from fexgan.models import Discriminator, Generator
 from fexgan.threads import ThreadTuner
 from fexgan.visuals import image_grid, plot_losses
@@ -165,19 +166,26 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
 def make_batch(data: ImageSet, images: torch.Tensor, src: torch.Tensor, target_class: torch.Tensor,
                target_idx: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
                device: torch.device) -> dict[str, torch.Tensor]:
-    """Index the in-memory uint8 images, normalise, augment sources, build affect vectors."""
+    """Index the in-memory uint8 images, normalise, augment, build affect vectors.
+
+    A source and its L1 target get the same shift and zoom (one `augment` of both, stacked along the
+    channels): the target must stay as aligned with the source as the data makes it, or the best the
+    generator can do against it is the average pose, a blur."""
     n_cls = cfg.model.num_classes
     source_class = data.expression[src].to(device, non_blocking=True)
     target_class = target_class.to(device, non_blocking=True)
     source = to_model_input(images[src.to(images.device)].to(device, non_blocking=True))
-    source = augment(source, cfg.augment_shift, cfg.augment_scale, generator)
     target = to_model_input(images[target_idx.to(images.device)].to(device, non_blocking=True))
+    if cfg.augment_shift > 0 or cfg.augment_scale > 0:
+        source, target = augment(torch.cat([source, target], 1), cfg.augment_shift, cfg.augment_scale,
+                                 generator).split(3, dim=1)
     target_affect = F.one_hot(target_class, n_cls).float()
     if cfg.target_jitter > 0:  # the paper's A_t(lambda), lambda ~ N(0, 1), scaled
         target_affect = target_affect + cfg.target_jitter * torch.randn(
             target_affect.shape, generator=generator).to(device)
     if cfg.channels_last:
         source = source.contiguous(memory_format=torch.channels_last)
+    target = target.contiguous()
     return {"source": source, "target": target, "source_class": source_class, "target_class": target_class,
             "source_affect": F.one_hot(source_class, n_cls).float(), "target_affect": target_affect}
 
@@ -216,22 +224,39 @@ def write_sample_grid(G: Generator, data: ImageSet, sources: torch.Tensor, devic
 
 
 @torch.no_grad()
-def validation_l1(G: Generator, batch: dict[str, torch.Tensor]) -> float:
-    """The checkpoint metric: L1 between G(held-out source -> target expression), decoded from the mean
-    latent in eval mode, and the real target image. Uses no random numbers, so it never changes a run."""
+def validation(G: Generator, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The checkpoint metrics, on G(held-out source -> target expression) decoded from the mean latent in
+    eval mode: `val_l1` against the real target image (what picks the best checkpoint) and, when the
+    batch carries the renderer's truth (toon data), the PSNR / L1 of its expression changes against
+    that truth beside the do-nothing copy of the source (`*_copy`). Uses no random numbers, so it
+    never changes a run."""
     was_training = G.training
     G.eval()
-    fake = G(batch["source"], batch["source_affect"], batch["target_affect"], sample=False)[0]
+    fake = G(batch["source"], batch["source_affect"], batch["target_affect"], sample=False)[0].float()
     G.train(was_training)
-    return float(F.l1_loss(fake.float(), batch["target"]))
+    metrics = {"val_l1": float(F.l1_loss(fake, batch["target"]))}
+    change = batch["source_class"] != batch["target_class"]
+    if "truth" in batch and bool(change.any()):
+        truth = to_uint8(batch["truth"][change])
+        for name, images in (("", fake[change]), ("_copy", batch["source"][change])):
+            m = compare(to_uint8(images), truth)
+            metrics.update({f"val_psnr{name}": float(m["psnr"].mean()), f"val_truth_l1{name}": float(m["l1"].mean())})
+    return metrics
 
 
 def validation_batch(data: ImageSet, indices: torch.Tensor, cfg: TrainConfig, device: torch.device,
                      size: int = 64) -> dict[str, torch.Tensor]:
-    """A fixed batch of held-out pairs, unaugmented: the same at every checkpoint of every run with this seed."""
+    """A fixed batch of held-out pairs, unaugmented: the same at every checkpoint of every run with this
+    seed; on toon data with the renderer's true transfers (`truth`)."""
     pairs = PairSampler(data, indices, min(size, len(indices)), seed=cfg.seed).next_batch()
     plain = dataclasses.replace(cfg, augment_shift=0.0, augment_scale=0.0, target_jitter=0.0)
-    return make_batch(data, data.images, *pairs, plain, torch.Generator(), device)
+    batch = make_batch(data, data.images, *pairs, plain, torch.Generator(), device)
+    if has_ground_truth(cfg.data):
+        src, target_class, _ = pairs
+        truth = render_truth(data, cfg.data, src, F.one_hot(target_class, cfg.model.num_classes).float(),
+                             cfg.model.background)
+        batch["truth"] = to_model_input(truth).to(device)
+    return batch
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -261,14 +286,15 @@ def best_val_l1(folder: Path) -> float:
 
 
 def save_checkpoint(run: Path, nets: Nets, cfg: TrainConfig, step: int, state: dict,
-                    val_l1: float | None = None) -> None:
+                    val: dict[str, float] | None = None) -> None:
     """Write state, then weights for `step`: the weights, written last, carry the state's sha256, so a
     checkpoint counts only once both are complete. Then keep the newest `keep_checkpoints` (and
-    best.safetensors, the lowest `val_l1`). A failed write (a full disk) removes its partial files
+    best.safetensors, the lowest validation L1 of `val`, a dict of `validation`). A failed write (a full disk) removes its partial files
     and stops with a message naming the checkpoint that is still intact."""
     folder = run / "checkpoints"
     name = f"step_{step:07d}"
-    summary = {"step": step, **({"val_l1": round(val_l1, 6)} if val_l1 is not None else {})}
+    val_l1 = val["val_l1"] if val else None
+    summary = {"step": step, **({"val_l1": round(val_l1, 6), "validation": logged_validation(val)} if val else {})}
     try:
         raw_g = {"generator_train": ckpt.unwrap(nets.G).state_dict()} if nets.G_ema is not None else {}
         sha = ckpt.save_state(folder / f"{name}.state.pt", {**state, **raw_g, "opt_g": nets.opt_g.state_dict(),
@@ -292,6 +318,18 @@ def save_checkpoint(run: Path, nets: Nets, cfg: TrainConfig, step: int, state: d
     orphans = [s for s in folder.glob("step_*.state.pt") if not (folder / s.name.replace(".state.pt", ".safetensors")).exists()]
     for junk in [*folder.glob(".*.tmp"), *orphans]:
         junk.unlink(missing_ok=True)
+
+
+def logged_validation(val: dict[str, float]) -> dict[str, float]:
+    """Validation metrics as log records and checkpoint summaries hold them."""
+    return {k: round(v, 4) for k, v in val.items()}
+
+
+def checkpoint_validation(weights: Path) -> dict[str, float]:
+    """The validation a checkpoint was saved with, as the first log record after it carries it (so a
+    resumed or rolled-back run logs what the uninterrupted run logs)."""
+    summary = ckpt.read_metadata(weights)[1]
+    return {"val_step": summary["step"], **summary["validation"]} if "validation" in summary else {}
 
 
 def restore(weights: Path, nets: Nets, sampler: PairSampler, aug_gen: torch.Generator, cfg: TrainConfig,
@@ -429,10 +467,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     tuner = ThreadTuner(torch.get_num_threads(), enabled=device.type == "cpu" and cfg.threads == 0 and not ctx.enabled)
 
     step, elapsed_before, lr_scale = 0, 0.0, 1.0  # lr_scale: what rollbacks have done to the learning rate
+    new_val: dict[str, float] = {}  # the latest checkpoint's validation, for the next log record
     if resume:
         last = latest_checkpoint(out)
         if last is not None:
             state = restore(last, nets, sampler, aug_gen, cfg, ctx)
+            new_val = checkpoint_validation(last)
             step, elapsed_before, lr_scale = state["step"], state["elapsed"], state.get("lr_scale", 1.0)
             set_lr(nets, cfg.lr * lr_scale)
             if main:
@@ -455,7 +495,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     start = time.time()
     window_start, window_images, window_steps = start, 0, 0
     sums: dict[str, torch.Tensor] = {}
-    saved_step, rollbacks, injected = step, 0, False
+    saved_step, rollbacks, injected, psnr_info = step, 0, False, ""
 
     def capture() -> dict:
         """Resumable state; every process's RNG states are gathered (a collective: call on all ranks)."""
@@ -464,11 +504,15 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                 "lr_scale": lr_scale}
 
     def checkpoint() -> None:
-        """Save a checkpoint at `step` with its validation L1 (a collective: call on all ranks)."""
+        """Save a checkpoint at `step` with its validation metrics (a collective: call on all ranks)."""
         nonlocal saved_step, rollbacks
         state = capture()
         if main:
-            save_checkpoint(out, nets, cfg, step, state, validation_l1(nets.G_out, val_batch))
+            val = validation(nets.G_out, val_batch)
+            save_checkpoint(out, nets, cfg, step, state, val)
+            new_val.update({"val_step": step, **logged_validation(val)})
+            for k, v in val.items():
+                writer.add_scalar(f"val/{k}", v, step)
         saved_step, rollbacks = step, 0
 
     if step == 0:  # a fresh run: the state to roll back to before the first periodic checkpoint
@@ -515,6 +559,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                         ) from None
                     diverged_at, lr_scale = step + 1, lr_scale * cfg.rollback_lr_factor
                     step = saved_step = restore(last, nets, sampler, aug_gen, cfg, ctx)["step"]
+                    new_val.clear()
+                    new_val.update(checkpoint_validation(last))
                     set_lr(nets, cfg.lr * lr_scale)
                     if main:
                         print(f"warning: non-finite {err} at step {diverged_at}: rolled back to {last.name} with "
@@ -537,15 +583,18 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                     record = {"step": step, "epoch": sampler.epoch, "time": round(elapsed_before + now - start, 2),
                               "images_per_s": round(window_images / max(now - window_start, 1e-9), 1),
                               "alpha_binary": cfg.alpha_late if late else cfg.alpha,
-                              **{k: round(float(v) / window_steps, 5) for k, v in sums.items()}}
+                              **{k: round(float(v) / window_steps, 5) for k, v in sums.items()}, **new_val}
+                    new_val.clear()
                     if main:
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
                         for k, v in record.items():
-                            if k not in ("step", "epoch"):
+                            if k not in ("step", "epoch") and not k.startswith("val"):
                                 writer.add_scalar(k, v, step)
+                    if "val_psnr" in record:
+                        psnr_info = f" | val PSNR {record['val_psnr']:.1f} dB (copy {record['val_psnr_copy']:.1f})"
                     bar.update(task, info=f"D {record['d_total']:.3f} G {record['g_total']:.3f} "
-                                          f"L1 {record['rec']:.3f} {record['images_per_s']:.0f} img/s")
+                                          f"L1 {record['rec']:.3f} {record['images_per_s']:.0f} img/s{psnr_info}")
                     sums, window_start, window_images, window_steps = {}, now, 0, 0
                 bar.update(task, completed=done, steps=steps_text())
                 if main and cfg.sample_every and step % cfg.sample_every == 0:
@@ -568,14 +617,15 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     dist_.cleanup(ctx)
     if not main:
         return out / "model.safetensors"
-    val_l1 = validation_l1(nets.G_out, val_batch)
+    val = validation(nets.G_out, val_batch)
     if step != saved_step:
-        save_checkpoint(out, nets, cfg, step, state, val_l1)
+        save_checkpoint(out, nets, cfg, step, state, val)
     write_sample_grid(nets.G_out, data, fixed, device, out / "samples" / "final.png", f"final (step {step})")
     summary = {"steps": step, "epochs": round(step / sampler.steps_per_epoch, 2), "data": cfg.data,
                "minutes": round((elapsed_before + time.time() - start) / 60, 2), "images": len(data),
                "identities": data.identities, "device": str(device), "processes": ctx.world,
-               "global_batch": cfg.batch_size, "replicas_identical": in_sync, "val_l1": round(val_l1, 6)}
+               "global_batch": cfg.batch_size, "replicas_identical": in_sync,
+               **{k: round(v, 6 if k == "val_l1" else 4) for k, v in val.items()}}
     model_path = out / "model.safetensors"
     try:
         ckpt.save_model(model_path, nets.G_out, nets.D, cfg.model, summary)

@@ -66,13 +66,16 @@ def plot_losses(log_file: Path, out: Path) -> None:
     records = [r for r in records if "step" in r and "rec" in r]
     if not records:
         return
-    steps = [r["step"] for r in records]
     panels = [("discriminator", ["d_real", "d_fake"]), ("generator adversarial", ["g_adv", "g_cls"]),
               ("reconstruction (L1)", ["rec"]), ("KL", ["kl"])]
+    if any("val_psnr" in r for r in records):
+        panels.append(("validation PSNR vs truth (dB)", ["val_psnr", "val_psnr_copy"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (name, keys) in zip(axes, panels):
         for k in keys:
-            ax.plot(steps, [r[k] for r in records], label=k, linewidth=1)
+            points = [(r.get("val_step", r["step"]) if k.startswith("val") else r["step"], r[k])
+                      for r in records if k in r]
+            ax.plot(*zip(*points), label=k, linewidth=1)
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.legend(fontsize=8)

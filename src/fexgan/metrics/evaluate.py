@@ -108,11 +108,12 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
     log(f"transfers judged ({time.time() - start:.0f} s)")
 
     with_truth = has_ground_truth(spec)
-    results["mixed"], mixed_examples = mixed_metrics(G, judge, images, src, classes, cfg.background, with_truth)
+    results["mixed"], mixed_examples = mixed_metrics(G, judge, images, src, classes, cfg.background,
+                                                     spec if with_truth else None)
     results["realism"] = realism_metrics(G, judge, images, real, src_cls, fakes, splits["train" if split == "val" else "val"],
                                          n, seed)
     log(f"mixed expressions and realism done ({time.time() - start:.0f} s)")
-    truth = render_truth(images, src[rep], _one_hot(targets, n_cls), cfg.background) if with_truth else None
+    truth = render_truth(images, spec, src[rep], _one_hot(targets, n_cls), cfg.background) if with_truth else None
     results["groundtruth"] = groundtruth_metrics(classes, real, rep, fakes, truth, src_cls[rep], targets,
                                                  mixed_examples) if with_truth else None
     results["seconds"] = round(time.time() - start, 1)
@@ -189,9 +190,9 @@ def transfer_metrics(classes: tuple[str, ...], source: torch.Tensor, target: tor
 
 
 def mixed_metrics(G: Generator, judge: Judge, images: ImageSet, src: torch.Tensor, classes: tuple[str, ...],
-                  background: tuple[int, int, int], with_truth: bool) -> tuple[dict, dict]:
+                  background: tuple[int, int, int], truth_spec: str | None) -> tuple[dict, dict]:
     """For each of the paper's mixed pairs present in `classes`: the judge's probability on each of
-    the two classes (on transfers, and on the true rendering when there is one)."""
+    the two classes (on transfers, and on the true rendering of the toon source `truth_spec` if given)."""
     metrics, examples = {}, {}
     real, src_cls, src_id = images.images[src], images.expression[src], images.identity[src]
     for a, b in MIXED_PAIRS:
@@ -207,8 +208,8 @@ def mixed_metrics(G: Generator, judge: Judge, images: ImageSet, src: torch.Tenso
                  "both_top2": _mean((top2 == ia).any(1) & (top2 == ib).any(1)),
                  "identity_preservation": _mean(idp.argmax(1) == src_id)}
         truth = None
-        if with_truth:
-            truth = render_truth(images, src, affect, background)
+        if truth_spec is not None:
+            truth = render_truth(images, truth_spec, src, affect, background)
             pt, _ = judge.predict(truth)
             entry.update({"truth_p_first": _mean(pt[:, ia]), "truth_p_second": _mean(pt[:, ib])})
         name = f"{a}+{b}"
