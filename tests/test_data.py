@@ -285,6 +285,20 @@ def test_pair_sampler_state_reproduces_the_sequence(five_per_class: data.ImageSe
     assert not all(torch.equal(x, y) for e, g in zip(expected, _draw(c, 2)) for x, y in zip(e, g))
 
 
+def test_the_ranks_shards_are_disjoint_and_together_make_the_one_process_batch(five_per_class: data.ImageSet) -> None:
+    """Two processes with half batches draw, step by step, two disjoint halves of the very pairs
+    (sources, targets, target images) a single process draws with the whole batch, epoch after epoch."""
+    train, _ = split_indices(five_per_class, 0.2)
+    one = PairSampler(five_per_class, train, batch_size=8, seed=4)
+    ranks = [PairSampler(five_per_class, train, batch_size=4, seed=4, shard=(r, 2)) for r in (0, 1)]
+    assert one.steps_per_epoch == ranks[0].steps_per_epoch == ranks[1].steps_per_epoch
+    for _ in range(2 * one.steps_per_epoch + 1):
+        whole = one.next_batch()
+        a, b = (r.next_batch() for r in ranks)
+        assert not set(a[0].tolist()) & set(b[0].tolist())
+        assert all(torch.equal(torch.cat([x, y]), w) for x, y, w in zip(a, b, whole))
+
+
 # ----------------------------------------------------------------------------- augmentation
 def test_augment_keeps_shape_and_range_and_is_identity_without_jitter() -> None:
     x = torch.rand(4, 3, 32, 32) * 2 - 1

@@ -22,6 +22,7 @@ from fexgan.config import build_config
 from fexgan.data import from_pil, load_source, to_model_input
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
+from fexgan.metrics.judge import get_judge
 from fexgan.train import train
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
@@ -223,11 +224,10 @@ def test_cli_transfer_with_the_shipped_model_name(tmp_path: Path) -> None:
 def test_shipped_model_transfers_are_judged_correct(all_cores: None) -> None:
     """Six characters' unseen neutral faces (two variations each) to every expression: the
     evaluation judge (trained on real toon faces only) must recognise >= 90% of the targets."""
-    judge_module = pytest.importorskip("fexgan.metrics.judge", reason="the evaluation judge is not installed")
     model = fexgan.load("toon-64", "cpu")
     faces = [toon.render_face(ch, "neutral", toon.variation_for(1, c, NEUTRAL, n), 64)
              for c, ch in enumerate(toon.make_characters(6)) for n in (1, 2)]
     moved = model.transfer_tensor(model.prepare(faces), torch.eye(7), source="neutral").flatten(0, 1)
-    judge = judge_module.get_judge(model.summary["data"], 64, log=lambda line: None)
+    judge = get_judge(model.summary["data"], 64, log=lambda line: None)
     hits = judge.predict(moved)[0].argmax(1) == torch.arange(7).repeat(len(faces))
     assert float(hits.float().mean()) >= 0.9, f"judged correct: {float(hits.float().mean()):.3f} of {len(hits)}"

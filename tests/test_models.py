@@ -1,6 +1,8 @@
 """Network shapes at every size and width, each part alone, and the 128 px reference layout."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -67,6 +69,13 @@ def test_sampled_latent_follows_sigma() -> None:
     mu, log_sigma = torch.zeros(20000, 2), torch.log(torch.tensor([[0.5, 2.0]])).expand(20000, 2)
     z = Generator.reparameterize(mu, log_sigma, torch.Generator().manual_seed(0))
     assert torch.allclose(z.std(0), torch.tensor([0.5, 2.0]), rtol=0.05)
+
+
+def test_sampled_latent_has_the_mean_it_is_given() -> None:
+    mu = torch.tensor([[3.0, -2.0]]).expand(20000, 2)
+    z = Generator.reparameterize(mu, torch.full((20000, 2), math.log(0.5)), torch.Generator().manual_seed(0))
+    assert torch.allclose(z.mean(0), torch.tensor([3.0, -2.0]), atol=0.02)
+    assert torch.allclose(z.std(0), torch.tensor([0.5, 0.5]), rtol=0.05)
 
 
 @pytest.mark.parametrize("classes, latent", [(("a", "b", "c"), 8), (tuple("abcdefghij"), 64)])

@@ -77,7 +77,7 @@ def test_kill_9_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_
     deadline = time.time() + 120
     while time.time() < deadline and not list((run / "checkpoints").glob("step_000000[4-9].safetensors")):
         time.sleep(0.02)
-    delay = random.uniform(0.0, 0.6)
+    delay = random.Random(int(os.environ.get("FEXGAN_TEST_SEED", "0"))).uniform(0.0, 0.6)  # FEXGAN_TEST_SEED=N: another moment
     time.sleep(delay)
     assert job.poll() is None, f"the run ended before the kill ({delay:.2f} s after step 4)"
     job.send_signal(signal.SIGKILL)

@@ -149,6 +149,56 @@ def test_one_step_changes_every_parameter_of_both_networks(step_setup: tuple) ->
     assert all(torch.isfinite(v) for v in out.values())
 
 
+def _freeze_learning_rate(nets) -> None:
+    for opt in (nets.opt_g, nets.opt_d):
+        for group in opt.param_groups:
+            group["lr"] = 0.0
+
+
+def test_every_logged_loss_is_recomputed_from_the_networks_and_the_right_labels(step_setup: tuple) -> None:
+    """Each loss of one step, recomputed by hand from the networks' outputs and the batch: real images
+    are classified against the SOURCE expression, fakes against the TARGET one, and the generator's
+    total weighs its terms by alpha_binary, alpha, beta and gamma (eqs. 1-7). Sources and targets all
+    differ, so a swapped label changes the numbers."""
+    cfg, _, nets, batch = step_setup
+    n_cls = cfg.model.num_classes
+    batch["target_class"] = (batch["source_class"] + 1 + torch.arange(len(batch["source_class"])) % 3) % n_cls
+    batch["target_affect"] = torch.nn.functional.one_hot(batch["target_class"], n_cls).float()
+    _freeze_learning_rate(nets)  # no update: the networks after the step are the networks of the step
+    torch.manual_seed(5)
+    logged = train_step(nets, batch, cfg, 0.3, NO_AUTOCAST)
+    torch.manual_seed(5)  # the same dropout masks and latent noise
+    bce, ce = torch.nn.functional.binary_cross_entropy_with_logits, torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        fake, mu, log_sigma = nets.G(batch["source"], batch["source_affect"], batch["target_affect"])
+        real_logit, real_cls = nets.D(batch["source"])
+        fake_logit, fake_cls = nets.D(fake)
+    ones, zeros = torch.ones_like(real_logit), torch.zeros_like(real_logit)
+    want = {"d_real": bce(real_logit, ones) + ce(real_cls, batch["source_class"]),
+            "d_fake": bce(fake_logit, zeros) + ce(fake_cls, batch["target_class"]),
+            "d_cls_real": ce(real_cls, batch["source_class"]),
+            "g_adv": bce(fake_logit, ones), "g_cls": ce(fake_cls, batch["target_class"]),
+            "kl": (-0.5 * (1 + 2 * log_sigma - mu ** 2 - torch.exp(2 * log_sigma)).sum(1)).mean(),
+            "rec": (fake - batch["target"]).abs().mean()}
+    want["d_total"] = want["d_real"] + want["d_fake"]
+    want["g_total"] = (0.3 * want["g_adv"] + cfg.alpha * want["g_cls"] + cfg.beta * want["kl"]
+                       + cfg.gamma * want["rec"])
+    for key, value in want.items():
+        torch.testing.assert_close(logged[key], value.float(), rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_without_kl_and_l1_the_adversarial_and_class_terms_still_train_the_generator(step_setup: tuple) -> None:
+    """gamma = beta = 0: what is left of the generator's loss reaches it only through the discriminator's
+    pass over the fakes; every generator weight gets a gradient and moves."""
+    cfg, _, nets, batch = step_setup
+    cfg = build_config("tiny", overrides=["gamma=0", "beta=0"])
+    before = {k: p.detach().clone() for k, p in nets.G.named_parameters()}
+    train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST)
+    no_grad = [k for k, p in nets.G.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert no_grad == []
+    assert [k for k, p in nets.G.named_parameters() if torch.equal(p, before[k])] == []
+
+
 def test_reconstruction_loss_falls_over_a_few_dozen_steps(face_folder: Path, step_setup: tuple) -> None:
     _, _, nets, batch = step_setup
     cfg = tiny(face_folder, "gamma=100", "lr=1e-3")
@@ -233,6 +283,22 @@ def test_run_folder_holds_everything(run_a: Path, face_folder: Path) -> None:
         assert grid.width > 8 * 32 and grid.height > 3 * 32
     with Image.open(run_a / "loss_curves.png") as plot:
         assert plot.width > 400
+
+
+def test_the_logged_totals_are_their_weighted_terms_before_and_after_the_late_weight_drops(run_a: Path) -> None:
+    """At every record (one per step in the tiny preset): d_total = d_real + d_fake and g_total =
+    alpha_binary * g_adv + alpha * g_cls + beta * kl + gamma * rec, with alpha_binary the paper's
+    schedule (alpha until late_fraction of the run, alpha_late after)."""
+    cfg = build_config(base=json.loads((run_a / "config.json").read_text()))
+    records = losses(run_a)
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    for r in records:
+        late = (r["step"] - 1) / STEPS >= cfg.late_fraction
+        assert r["alpha_binary"] == (cfg.alpha_late if late else cfg.alpha), r
+        total = r["alpha_binary"] * r["g_adv"] + cfg.alpha * r["g_cls"] + cfg.beta * r["kl"] + cfg.gamma * r["rec"]
+        assert r["g_total"] == pytest.approx(total, abs=2e-3), r   # logged values are rounded to 5 decimals
+        assert r["d_total"] == pytest.approx(r["d_real"] + r["d_fake"], abs=2e-5), r
+    assert {r["alpha_binary"] for r in records} == {cfg.alpha, cfg.alpha_late}
 
 
 def test_two_runs_with_the_same_seed_log_the_same_losses(run_a: Path, face_folder: Path, tmp_path: Path) -> None:

@@ -354,17 +354,21 @@ class PairSampler:
         return perm[:usable].view(-1, self.world, self.batch_size)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(source indices, target expressions, target image indices), each (batch,)."""
+        """(source indices, target expressions, target image indices), each (batch,).
+
+        Targets are drawn for the global batch of every process and each takes its own part, so the
+        processes' generators stay in step and together draw exactly what one process would."""
         if self.position >= len(self.order):
             self.epoch, self.position, self.order = self.epoch + 1, 0, self._new_order()
-        src = self.order[self.position, self.rank]
+        src = self.order[self.position].flatten()
         self.position += 1
         ident = self.data.identity[src]
         available = (self.counts[ident] > 0).float()          # expressions this identity has in the split
         target = torch.multinomial(available, 1, generator=self.generator).squeeze(1)
         n = self.counts[ident, target]
         pick = (torch.rand(len(src), generator=self.generator) * n).long().clamp_max(n - 1)
-        return src, target, self.table[ident, target, pick]
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return src[mine], target[mine], self.table[ident, target, pick][mine]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "epoch": self.epoch, "position": self.position,
