@@ -1,6 +1,6 @@
 """Package a finished run as a shipped model: fp16 weights inside the package plus its card.
 
-    .venv/bin/python scripts/ship_model.py RUN --name toon-64 --command "fexgan train ..."
+    .venv/bin/python scripts/ship_model.py RUN --name toon-128 --command "fexgan train ..."
 
 1. `fexgan export RUN --format safetensors --half --discriminator` -> src/fexgan/pretrained/NAME.safetensors
 2. the same transfers through the fp32 run model and the fp16 file: how much the cast changes
@@ -30,7 +30,7 @@ from fexgan.metrics.judge import get_judge
 
 DESCRIPTION = ("The `{preset}` preset ({size} px, width {width}, latent {latent}) trained on {data}. Turns a face "
                "like those on a plain background to any of the 7 expressions or a mix of them.")
-TOON = "the built-in toon faces (6 characters x 7 expressions x 200 images)"
+TOON = "the built-in toon faces (6 characters x 7 expressions x 200 images, fixed camera and light)"
 
 
 def cast_check(fp32: Path, fp16: Path, config: dict, n: int = 500) -> dict:
@@ -65,10 +65,14 @@ def limitations(metrics: dict, per_target: dict, per_character: dict, mixed: dic
              + (f"; weakest targets: {', '.join(f'{k} {v:.2f}' for v, k in weak_t)}" if weak_t else "")
              + (f"; weakest characters: {', '.join(f'{k} {v:.2f}' for v, k in weak_c)}" if weak_c else "") + "."]
     fid, floor = metrics["fid_transfer"]["value"], metrics["fid_real_reference"]["value"]
-    truth = (f"L1 to the renderer's true target is {metrics['groundtruth_l1']['value']:.3f} (copying the unchanged "
-             f"source scores {metrics['groundtruth_l1_copy']['value']:.3f}), and " if "groundtruth_l1" in metrics else "")
-    lines.append(f"Faces are blurrier than the training images: {truth}FID in the judge's features is "
-                 f"{fid:.0f} against a real-vs-real floor of {floor:.1f}.")
+    if "groundtruth_psnr" in metrics:
+        psnr, copy = metrics["groundtruth_psnr"]["value"], metrics["groundtruth_psnr_copy"]["value"]
+        sharp = metrics["groundtruth_sharpness"]["value"]
+        lines.append(f"Against the renderer's true targets of expression changes: PSNR {psnr:.2f} dB where handing "
+                     f"back the unchanged input scores {copy:.2f} dB ({psnr - copy:+.2f} dB"
+                     + ("" if psnr > copy else ": WORSE than the copy") + f"); sharpness {sharp:.2f} of the truth's"
+                     + (" (blurrier than the training images)" if sharp < 0.8 else "") + ".")
+    lines.append(f"FID in the judge's features is {fid:.0f} against a real-vs-real floor of {floor:.1f}.")
     weak_m = [f"{pair}: both affects in the judge's top two for {m['both_top2']['value']:.2f} of the transfers "
               f"(mean judge probabilities {m['p_first']['value']:.2f} / {m['p_second']['value']:.2f}"
               + (f"; on the renderer's true mix {m['truth_p_first']['value']:.2f} / {m['truth_p_second']['value']:.2f}"
@@ -83,7 +87,7 @@ def limitations(metrics: dict, per_target: dict, per_character: dict, mixed: dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished run folder (RUN/model.safetensors)")
-    parser.add_argument("--name", default="toon-64")
+    parser.add_argument("--name", default="toon-128")
     parser.add_argument("--preset", default="cpu", help="the preset the run was trained with (for the card)")
     parser.add_argument("--command", required=True, help="the exact training command, for the card")
     parser.add_argument("--dest", type=Path, default=pretrained_folder(), help="where NAME.safetensors/.json go")
@@ -103,9 +107,9 @@ def main() -> None:
     t = results["transfer"]
     changes = (results["groundtruth"] or {}).get("all changes")  # toon data only: the renderer's truth
     truth = {**{f"groundtruth_{k}": v for k, v in changes["generated"].items()},
-             "groundtruth_l1_copy": changes["copy"]["l1"]} if changes else {}
-    metrics = {"expression_accuracy": t["expression_accuracy"], "identity_preservation": t["identity_preservation"],
-               **results["realism"], **truth}
+             **{f"groundtruth_{k}_copy": v for k, v in changes["copy"].items()}} if changes else {}
+    metrics = {**truth, "expression_accuracy": t["expression_accuracy"],
+               "identity_preservation": t["identity_preservation"], **results["realism"]}
     summary = load_model(run_model, discriminator=False).summary
     last_log = json.loads((args.run / "log.jsonl").read_text().splitlines()[-1])
     model = config["model"]
@@ -137,7 +141,9 @@ def main() -> None:
                                    results["mixed"]),
     }
     (dest / f"{args.name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(f"wrote {dest / f'{args.name}.json'}: judge {metrics['expression_accuracy']['value']:.3f}, "
+    truth_line = (f"ground-truth PSNR {metrics['groundtruth_psnr']['value']:.2f} dB (copy "
+                  f"{metrics['groundtruth_psnr_copy']['value']:.2f}), " if truth else "")
+    print(f"wrote {dest / f'{args.name}.json'}: {truth_line}judge {metrics['expression_accuracy']['value']:.3f}, "
           f"identity {metrics['identity_preservation']['value']:.3f}")
 
 

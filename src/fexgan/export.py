@@ -296,5 +296,7 @@ def card_summary(card: dict) -> dict[str, str]:
 
     return {"name": card["name"], "network": f"{model.get('image_size', '?')}px w{model.get('width', '?')}",
             "data": card.get("config", {}).get("data", "?"), "steps": str(card.get("training", {}).get("steps", "?")),
-            "judge acc.": value("expression_accuracy"), "identity": value("identity_preservation"),
-            "FID": value("fid_transfer", 1), "L1 truth": value("groundtruth_l1"), "MB": f"{card['bytes'] / 1e6:.1f}"}
+            "PSNR truth": value("groundtruth_psnr", 2), "PSNR copy": value("groundtruth_psnr_copy", 2),
+            "sharpness": value("groundtruth_sharpness", 2), "judge acc.": value("expression_accuracy"),
+            "identity": value("identity_preservation"), "FID": value("fid_transfer", 1),
+            "MB": f"{card['bytes'] / 1e6:.1f}"}
