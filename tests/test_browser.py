@@ -7,12 +7,18 @@ another model and keeps its screenshot (that is how docs/web_demo.png was made).
 """
 from __future__ import annotations
 
+import base64
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+import fexgan
 from fexgan import toon
+from fexgan.data import prepare_image
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -23,8 +29,9 @@ pytestmark = pytest.mark.browser
 if not CHROMIUM.exists():
     pytest.skip(f"the browser test needs Chromium at {CHROMIUM} (Debian: apt-get install chromium)",
                 allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (pip install playwright)")
-pytest.importorskip("gradio")
+from playwright import sync_api  # noqa: E402  (a dev dependency: installed with the package's [dev] extra)
+
+from fexgan.serve import enlarge  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,7 @@ def wait_for_new_image(page, selector: str, old: str | None) -> str:
     return image_src(page, selector)
 
 
-def test_upload_slide_morph_and_screenshot(page_url: str, tmp_path: Path) -> None:
+def test_upload_slide_morph_and_screenshot(page_url: str, tmp_path: Path, tiny_model: Path) -> None:
     face = tmp_path / "fig.png"
     toon.render_face(toon.make_characters(5)[4], "neutral", size=160).save(face)
     not_an_image = tmp_path / "notes.png"
@@ -66,7 +73,9 @@ def test_upload_slide_morph_and_screenshot(page_url: str, tmp_path: Path) -> Non
             page.locator("#slider-surprise input[type=range]").fill("0.7")
             mix = wait_for_new_image(page, "#mix", mix)
             page.locator("#slider-joy input[type=range]").fill("0.4")
-            wait_for_new_image(page, "#mix", mix)
+            mix = wait_for_new_image(page, "#mix", mix)
+            served_mix = page.request.get(mix).body() if not mix.startswith("data:") else \
+                base64.b64decode(mix.split(",", 1)[1])
             page.mouse.move(0, 0)
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
@@ -81,4 +90,12 @@ def test_upload_slide_morph_and_screenshot(page_url: str, tmp_path: Path) -> Non
         finally:
             browser.close()
     assert shot.stat().st_size > 20_000
+    # the page's mix is the library's: the same face, its classifier reading, the sliders' affect
+    model = fexgan.load(Path(os.environ.get("FEXGAN_TEST_MODEL", tiny_model)), "cpu")
+    pixels = Image.fromarray(prepare_image(face.read_bytes(), model.config.image_size, model.config.background))
+    reading = model.classify(pixels)
+    weights = {c: 0.0 for c in model.classes} | {"joy": 0.4, "surprise": 0.7}
+    expected = enlarge(model.mix(pixels, weights, source=max(reading, key=reading.get)))
+    shown = Image.open(io.BytesIO(served_mix)).convert("RGB")
+    assert shown.size == expected.size and np.array_equal(np.asarray(shown), np.asarray(expected))
     assert outside == [], f"the page fetched from outside the machine: {outside}"

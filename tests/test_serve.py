@@ -21,8 +21,6 @@ from PIL import Image
 from fexgan import toon
 from fexgan.expressions import EXPRESSIONS
 
-pytest.importorskip("gradio")
-
 SIZE = 32  # the tiny preset's image size
 FEXGAN = Path(sys.executable).parent / "fexgan"
 
@@ -126,6 +124,30 @@ def test_mix_sample_morph_classify(api: httpx.Client, face: bytes) -> None:
     assert set(reading["probabilities"]) == set(EXPRESSIONS)
     assert abs(sum(reading["probabilities"].values()) - 1) < 1e-4
     assert reading["expression"] == max(reading["probabilities"], key=reading["probabilities"].get)
+
+
+def test_the_api_returns_what_the_library_computes(api: httpx.Client, face: bytes, tiny_model: Path) -> None:
+    """/api/transfer, /api/mix and /api/classify on an uploaded face: the same pixels and probabilities as
+    `FExGAN.transfer` / `mix` / `classify` on the same bytes (one preprocessing, one encode/decode path)."""
+    import fexgan
+    import numpy as np
+
+    model = fexgan.load(tiny_model, "cpu")
+    upload = {"image": ("face.png", face, "image/png")}
+    body = api.post("/api/transfer", files=upload, data={"source": "neutral", "format": "json"}).json()
+    served = [np.asarray(Image.open(io.BytesIO(base64.b64decode(i["png"]))).convert("RGB")) for i in body["images"]]
+    library = [np.asarray(im) for im in model.transfer(face, to="all", source="neutral")]
+    assert len(served) == len(library) == 7
+    assert all(np.array_equal(a, b) for a, b in zip(served, library))
+
+    mixed = np.asarray(image_of(api.post("/api/mix", files=upload, data={"affect": "anger=0.5,sadness=0.5",
+                                                                          "source": "neutral"})).convert("RGB"))
+    assert np.array_equal(mixed, np.asarray(model.mix(face, "anger=0.5,sadness=0.5", source="neutral")))
+
+    served_p = api.post("/api/classify", files=upload).json()["probabilities"]
+    library_p = model.classify(face)
+    assert set(served_p) == set(library_p)
+    assert all(abs(served_p[k] - library_p[k]) < 1e-4 for k in served_p), (served_p, library_p)
 
 
 BAD_REQUESTS = {
