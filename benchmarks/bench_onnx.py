@@ -5,7 +5,7 @@ latent mean) is exported with `fexgan.export` (which checks parity) and timed ag
 network in PyTorch (eval mode, inference_mode), with the same number of threads, calls interleaved
 so that load from other processes hits both alike. Medians over the timed calls.
 
-Reproduce: .venv/bin/python benchmarks/bench_onnx.py [--models toon-64,paper] [--threads 2]
+Reproduce: .venv/bin/python benchmarks/bench_onnx.py [--models toon-128,paper] [--threads 2]
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def time_pair(torch_fn, ort_fn, calls: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="toon-64,paper", help="shipped model names or presets (random weights)")
+    parser.add_argument("--models", default="toon-128,paper", help="shipped model names or presets (random weights)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads of both runtimes")
     parser.add_argument("--calls", type=int, default=200, help="timed calls at batch 1 (a tenth of them at batch 32)")
     args = parser.parse_args()
@@ -92,7 +92,7 @@ def main() -> None:
     print(f"load average at the end {os.getloadavg()[0]:.1f}; largest parity difference of the exports: "
           + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))
     print("reproduce: .venv/bin/python benchmarks/bench_onnx.py"
-          + (f" --models {args.models}" if args.models != "toon-64,paper" else ""))
+          + (f" --models {args.models}" if args.models != "toon-128,paper" else ""))
 
 
 if __name__ == "__main__":

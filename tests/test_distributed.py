@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from fexgan.checkpoint import read_metadata
 
@@ -61,6 +64,26 @@ def test_only_rank_zero_writes(runs):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "best.safetensors", "step_0000000.safetensors", "step_0000000.state.pt", "step_0000004.safetensors",
         "step_0000004.state.pt"]  # step 0: what the divergence guard rolls back to before a periodic checkpoint
+
+
+def test_resume_under_torchrun_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    """Two processes, 8 steps, a checkpoint every 4: the run cut back to its step-4 checkpoint and
+    resumed with two processes logs the same records and ends with the same weights."""
+    whole = tmp_path / "whole"
+    res = run_train(whole, 2, "--steps", "8", "--set", "checkpoint_every=4")
+    assert res.returncode == 0, res.stderr[-2000:]
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    for name in ["model.safetensors", "checkpoints/step_0000008.safetensors", "checkpoints/step_0000008.state.pt"]:
+        (cut / name).unlink()
+    (cut / "log.jsonl").write_text("".join((whole / "log.jsonl").read_text().splitlines(keepends=True)[:4]))
+    res = run_train(cut, 2, "--resume", str(cut), "--steps", "8")
+    assert res.returncode == 0, res.stderr[-2000:]
+    strip = ("time", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in losses(cut)] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in losses(whole)]
+    a, b = load_file(str(cut / "model.safetensors")), load_file(str(whole / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _worker_pids(out: Path) -> dict[int, int]:

@@ -1,5 +1,5 @@
 """Shipping models: ONNX export checked with onnxruntime, safetensors export, and the shipped
-toon-64 model (loading by name, its card, `fexgan models`, `fexgan transfer toon-64`, the judge)."""
+toon-128 model (loading by name, its card, `fexgan models`, `fexgan transfer toon-128`, the replaced name toon-64, the judge)."""
 from __future__ import annotations
 
 import json
@@ -186,12 +186,12 @@ def test_bad_paths_are_one_line_exit_2(tiny: Path, tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the shipped model
 def test_shipped_model_loads_by_name_as_float32_with_its_card() -> None:
-    model = fexgan.load("toon-64", "cpu")
+    model = fexgan.load("toon-128", "cpu")
     assert model.path.parent == ex.pretrained_folder() and model.path.stat().st_size < 5_000_000
     assert model.discriminator is not None     # transfers can recognise the source expression
     tensors = [*model.generator.state_dict().values(), *model.discriminator.state_dict().values()]
     assert {t.dtype for t in tensors if t.is_floating_point()} == {torch.float32}
-    card = ex.model_card("toon-64")
+    card = ex.model_card("toon-128")
     assert card["config"]["model"] == json.loads(json.dumps(model.config.to_dict()))
     assert card["command"].startswith("fexgan train --data toon --preset cpu")
     assert card["training"]["steps"] == model.summary["steps"] and card["training"]["device"]
@@ -200,23 +200,32 @@ def test_shipped_model_loads_by_name_as_float32_with_its_card() -> None:
     assert all(m["n"] > 0 for m in metrics.values())
 
 
+def test_the_replaced_shipped_name_says_which_model_replaced_it(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="'toon-64' was replaced by 'toon-128'.*use toon-128"):
+        fexgan.load("toon-64", "cpu")
+    toon_faces(64)[0].save(tmp_path / "face.png")
+    done = run_cli("transfer", "toon-64", str(tmp_path / "face.png"), "--to", "joy", "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "toon-128" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_fexgan_models_lists_the_shipped_model() -> None:
     done = run_cli("models")
     assert done.returncode == 0, done.stderr
     header, row = done.stdout.splitlines()[:2]
-    card = ex.model_card("toon-64")
-    assert header.split()[0] == "name" and row.split()[0] == "toon-64"
+    card = ex.model_card("toon-128")
+    assert header.split()[0] == "name" and row.split()[0] == "toon-128"
     assert f"{card['evaluation']['metrics']['expression_accuracy']['value']:.3f}" in row.split()
 
 
 def test_cli_transfer_with_the_shipped_model_name(tmp_path: Path) -> None:
     face = toon_faces(128)[4]
     face.save(tmp_path / "face.png")
-    done = run_cli("transfer", "toon-64", str(tmp_path / "face.png"), "--to", "joy", "--out", str(tmp_path / "out"))
+    done = run_cli("transfer", "toon-128", str(tmp_path / "face.png"), "--to", "joy", "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     written = Image.open(tmp_path / "out" / "face_joy.png")
     assert written.size == (64, 64) and written.mode == "RGB"
-    expected = fexgan.load("toon-64", "cpu").transfer(tmp_path / "face.png", "joy")
+    expected = fexgan.load("toon-128", "cpu").transfer(tmp_path / "face.png", "joy")
     assert np.array_equal(np.asarray(written), np.asarray(expected))
 
 
@@ -224,10 +233,10 @@ def test_cli_transfer_with_the_shipped_model_name(tmp_path: Path) -> None:
 def test_shipped_model_transfers_are_judged_correct(all_cores: None) -> None:
     """Six characters' unseen neutral faces (two variations each) to every expression: the
     evaluation judge (trained on real toon faces only) must recognise >= 90% of the targets."""
-    model = fexgan.load("toon-64", "cpu")
-    faces = [toon.render_face(ch, "neutral", toon.variation_for(1, c, NEUTRAL, n), 64)
+    model = fexgan.load("toon-128", "cpu")
+    faces = [toon.render_face(ch, "neutral", toon.variation_for(1, c, NEUTRAL, n), 128)
              for c, ch in enumerate(toon.make_characters(6)) for n in (1, 2)]
     moved = model.transfer_tensor(model.prepare(faces), torch.eye(7), source="neutral").flatten(0, 1)
-    judge = get_judge(model.summary["data"], 64, log=lambda line: None)
+    judge = get_judge(model.summary["data"], 128, log=lambda line: None)
     hits = judge.predict(moved)[0].argmax(1) == torch.arange(7).repeat(len(faces))
     assert float(hits.float().mean()) >= 0.9, f"judged correct: {float(hits.float().mean()):.3f} of {len(hits)}"

@@ -1,7 +1,7 @@
 """Shipping models: export to ONNX or a plain safetensors file, and the cards of shipped models.
 
     export("runs/demo", "onnx", "export/")     # encoder.onnx, decoder.onnx, generator.onnx, model.json
-    export("toon-64", "safetensors", "out/", discriminator=True, half=True)
+    export("toon-128", "safetensors", "out/", discriminator=True, half=True)
 
 ONNX graphs (float32, NCHW, a dynamic `batch` axis on every input and output):
 - encoder:       image, source_affect -> mu, log_sigma

@@ -289,8 +289,8 @@ def save_checkpoint(run: Path, nets: Nets, cfg: TrainConfig, step: int, state: d
                     val: dict[str, float] | None = None) -> None:
     """Write state, then weights for `step`: the weights, written last, carry the state's sha256, so a
     checkpoint counts only once both are complete. Then keep the newest `keep_checkpoints` (and
-    best.safetensors, the lowest validation L1 of `val`, a dict of `validation`). A failed write (a full disk) removes its partial files
-    and stops with a message naming the checkpoint that is still intact."""
+    best.safetensors: the lowest `val_l1` of `val`, the metrics of `validation`). A failed write (a full
+    disk) removes its partial files and stops with a message naming the checkpoint that is still intact."""
     folder = run / "checkpoints"
     name = f"step_{step:07d}"
     val_l1 = val["val_l1"] if val else None
