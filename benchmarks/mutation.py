@@ -30,7 +30,6 @@ MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 SCOPE = [
     "fexgan.losses.*",
     "fexgan.train.x_train_step__mutmut_*", "fexgan.train.x_make_batch__mutmut_*",
-    "fexgan.train.x_validation__mutmut_*",
     "fexgan.data.xǁPairSamplerǁ*", "fexgan.data.x_augment__mutmut_*", "fexgan.data.x_split_indices__mutmut_*",
     "fexgan.models.xǁGeneratorǁreparameterize__mutmut_*",
     "fexgan.metrics.groundtruth.x_compare__mutmut_*", "fexgan.metrics.groundtruth.x_gradient_energy__mutmut_*",

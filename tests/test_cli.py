@@ -86,3 +86,17 @@ def test_tiny_preset_trains_on_its_default_toon_data(tmp_path: Path) -> None:
     assert "toon:4" in (tmp_path / "run" / "config.json").read_text()
     assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "samples" / "final.png").is_file()
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("command", [["sample", "RUN", "--expression", "joy", "--out", "o.png"],
+                                     ["transfer", "RUN", "FACE", "--to", "joy", "--out", "o"], ["figures", "RUN"]])
+def test_an_unknown_device_is_one_line_in_every_command(tmp_path: Path, finished_run: Path, command: list[str]) -> None:
+    from fexgan import toon
+
+    toon.render_face(toon.make_characters(1)[0], "neutral", size=32).save(tmp_path / "face.png")
+    work = tmp_path / "work"
+    work.mkdir()
+    args = [{"RUN": str(finished_run), "FACE": str(tmp_path / "face.png")}.get(a, a) for a in command]
+    proc = fexgan(*args, "--device", "gpu", cwd=work)
+    assert_one_line_error(proc, "gpu", "cpu", "cuda")
+    assert list(work.iterdir()) == []
