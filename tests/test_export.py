@@ -187,7 +187,7 @@ def test_bad_paths_are_one_line_exit_2(tiny: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- the shipped model
 def test_shipped_model_loads_by_name_as_float32_with_its_card() -> None:
     model = fexgan.load("toon-128", "cpu")
-    assert model.path.parent == ex.pretrained_folder() and model.path.stat().st_size < 5_000_000
+    assert model.path.parent == ex.pretrained_folder() and model.path.stat().st_size < 8_000_000  # fp16, 128 px: 5.5 MB
     assert model.discriminator is not None     # transfers can recognise the source expression
     tensors = [*model.generator.state_dict().values(), *model.discriminator.state_dict().values()]
     assert {t.dtype for t in tensors if t.is_floating_point()} == {torch.float32}
