@@ -224,7 +224,7 @@ def test_cli_transfer_with_the_shipped_model_name(tmp_path: Path) -> None:
     done = run_cli("transfer", "toon-128", str(tmp_path / "face.png"), "--to", "joy", "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     written = Image.open(tmp_path / "out" / "face_joy.png")
-    assert written.size == (64, 64) and written.mode == "RGB"
+    assert written.size == (128, 128) and written.mode == "RGB"
     expected = fexgan.load("toon-128", "cpu").transfer(tmp_path / "face.png", "joy")
     assert np.array_equal(np.asarray(written), np.asarray(expected))
 
