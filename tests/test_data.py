@@ -309,6 +309,9 @@ def test_augment_keeps_shape_and_range_and_is_identity_without_jitter() -> None:
     assert not torch.allclose(y, x, atol=1e-3)
     assert torch.equal(y, augment(x, 0.1, 0.1, torch.Generator().manual_seed(0)))  # seeded
     assert not torch.equal(y, augment(x, 0.1, 0.1, torch.Generator().manual_seed(1)))
+    # a shift alone, or a zoom alone, still moves the images
+    assert not torch.allclose(augment(x, 0.1, 0.0, torch.Generator().manual_seed(0)), x, atol=1e-3)
+    assert not torch.allclose(augment(x, 0.0, 0.1, torch.Generator().manual_seed(0)), x, atol=1e-3)
     # a plain image stays plain: borders are replicated, not filled with black
     flat = torch.full((2, 3, 32, 32), 0.5)
     assert torch.allclose(augment(flat, 0.2, 0.2, torch.Generator().manual_seed(0)), flat)

@@ -20,7 +20,7 @@ from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 from fexgan.metrics.accuracy import table1_row
 from fexgan.metrics.evaluate import evaluate, transfer_metrics
-from fexgan.metrics.groundtruth import MAX_PSNR, compare, render_truth
+from fexgan.metrics.groundtruth import MAX_PSNR, compare, gradient_energy, render_truth
 from fexgan.metrics.judge import FORMAT, get_judge, load_judge
 from fexgan.metrics.realism import diversity, frechet_distance
 from fexgan.models import Discriminator, Generator
@@ -151,26 +151,41 @@ def test_a_constant_offset_scores_its_known_l1_psnr_and_full_sharpness():
 
 def test_transfer_metrics_on_hand_made_predictions():
     """Three classes, six transfers: the accuracies, per-target and per-character figures and both
-    matrices, counted by hand (stats are rounded to 5 decimals)."""
+    matrices, counted by hand (stats are rounded to 5 decimals). The data is chosen so that no figure
+    equals its complement's (a mask turned around must show) and the matrices are not symmetric."""
     classes = ("a", "b", "c")
     source, target = torch.tensor([0, 0, 1, 2, 2, 1]), torch.tensor([1, 2, 0, 0, 2, 0])
-    predicted, kept = torch.tensor([1, 0, 0, 1, 2, 0]), torch.tensor([True, False, True, True, True, False])
-    character = torch.tensor([0, 0, 1, 1, 1, 0])
+    predicted, kept = torch.tensor([1, 0, 0, 1, 2, 0]), torch.tensor([True, True, False, False, True, True])
+    character = torch.tensor([0, 0, 1, 1, 1, 1])
     m = transfer_metrics(classes, source, target, predicted, kept, character, ["x", "y"])
-    assert m["expression_accuracy"] == {"value": pytest.approx(4 / 6, abs=1e-5), "n": 6}
-    assert m["identity_preservation"] == {"value": pytest.approx(4 / 6, abs=1e-5), "n": 6}
-    assert m["per_target"]["a"]["expression_accuracy"] == {"value": pytest.approx(2 / 3, abs=1e-5), "n": 3}
-    assert m["per_target"]["b"]["expression_accuracy"]["value"] == pytest.approx(1.0, abs=1e-5)
-    assert m["per_target"]["c"]["expression_accuracy"] == {"value": pytest.approx(0.5, abs=1e-5), "n": 2}
-    assert m["per_target"]["a"]["identity_preservation"]["value"] == pytest.approx(2 / 3, abs=1e-5)
-    assert m["per_character"]["x"]["expression_accuracy"] == {"value": pytest.approx(2 / 3, abs=1e-5), "n": 3}
-    assert m["per_character"]["y"]["identity_preservation"]["value"] == pytest.approx(1.0, abs=1e-5)
+    approx = lambda v: pytest.approx(v, abs=1e-5)  # noqa: E731
+    assert m["expression_accuracy"] == {"value": approx(4 / 6), "n": 6}
+    assert m["identity_preservation"] == {"value": approx(4 / 6), "n": 6}
+    assert m["per_target"]["a"]["expression_accuracy"] == {"value": approx(2 / 3), "n": 3}
+    assert m["per_target"]["b"]["expression_accuracy"]["value"] == approx(1.0)
+    assert m["per_target"]["c"]["expression_accuracy"] == {"value": approx(0.5), "n": 2}
+    assert m["per_target"]["a"]["identity_preservation"]["value"] == approx(1 / 3)
+    assert m["per_character"]["x"]["expression_accuracy"] == {"value": approx(0.5), "n": 2}
+    assert m["per_character"]["y"]["expression_accuracy"] == {"value": approx(0.75), "n": 4}
+    assert m["per_character"]["x"]["identity_preservation"]["value"] == approx(1.0)
+    assert m["per_character"]["y"]["identity_preservation"]["value"] == approx(0.5)
     assert m["count_source_x_target"] == [[0, 1, 1], [2, 0, 0], [1, 0, 1]]
     nan = float("nan")
     got = torch.tensor(m["accuracy_source_x_target"])
     want = torch.tensor([[nan, 1.0, 0.0], [1.0, nan, nan], [0.0, nan, 1.0]])
     assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())
     assert m["count_target_x_predicted"] == [[2, 1, 0], [0, 1, 0], [1, 0, 1]]  # not symmetric: rows are targets
+    # a class nobody was sent to still has its row and column
+    wide = transfer_metrics(("a", "b", "c", "d"), source, target, predicted, kept)
+    assert len(wide["count_source_x_target"]) == 4 and wide["count_target_x_predicted"][3] == [0, 0, 0, 0]
+
+
+def test_gradient_energy_of_known_patterns():
+    """Vertical stripes of 0 and 1: every horizontal step is 1, no vertical one: energy (1 + 0) / 2;
+    a flat image: 0; each image of a batch on its own."""
+    stripes = (torch.arange(8) % 2).float().expand(1, 3, 8, 8)
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    torch.testing.assert_close(gradient_energy(torch.cat([stripes, flat])), torch.tensor([0.5, 0.0]))
 
 
 def test_true_transfers_score_like_real_images(data, judge):
