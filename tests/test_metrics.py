@@ -182,10 +182,11 @@ def test_transfer_metrics_on_hand_made_predictions():
 
 def test_gradient_energy_of_known_patterns():
     """Vertical stripes of 0 and 1: every horizontal step is 1, no vertical one: energy (1 + 0) / 2;
-    a flat image: 0; each image of a batch on its own."""
+    horizontal stripes the other way round; a flat image: 0; each image of a batch on its own."""
     stripes = (torch.arange(8) % 2).float().expand(1, 3, 8, 8)
     flat = torch.full((1, 3, 8, 8), 0.3)
-    torch.testing.assert_close(gradient_energy(torch.cat([stripes, flat])), torch.tensor([0.5, 0.0]))
+    energy = gradient_energy(torch.cat([stripes, stripes.transpose(-1, -2), flat]))
+    torch.testing.assert_close(energy, torch.tensor([0.5, 0.5, 0.0]))
 
 
 def test_true_transfers_score_like_real_images(data, judge):
