@@ -46,9 +46,8 @@ MAX_FRAMES = 1000
 FIGURE_CELL = 128   # figures show every face at least this large
 
 
-# Shipped models that were replaced: the old name fails with a line naming the new one.
-RENAMED = {"toon-64": "toon-128"}
-RENAMED_WHY = {"toon-64": "128 px like the paper, trained on the aligned toon faces of renderer version 3"}
+# Shipped models that were replaced (old name -> new name, why): the old name fails with a line naming the new one.
+RENAMED = {"toon-64": ("toon-128", "128 px like the paper, trained on the aligned toon faces of renderer version 3")}
 
 
 def shipped_models() -> list[str]:
@@ -78,8 +77,8 @@ def resolve_model(model: str | Path) -> Path:
     if Path(model).name == str(model) and shipped.is_file():
         return Path(str(shipped))
     if str(model) in RENAMED:
-        raise UserError(f"the shipped model '{model}' was replaced by '{RENAMED[model]}' "
-                        f"({RENAMED_WHY[model]}); use {RENAMED[model]}")
+        new, why = RENAMED[str(model)]
+        raise UserError(f"the shipped model '{model}' was replaced by '{new}' ({why}); use {new}")
     names = ", ".join(shipped_models()) or "none yet"
     raise UserError(f"model '{model}' not found: MODEL is a run folder (with model.safetensors or checkpoints/), "
                     f"a .safetensors model file, or a shipped model name (shipped: {names})")
