@@ -96,6 +96,26 @@ def test_kill_9_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_
     assert leftovers == []  # temporary files of the killed write are cleaned up
 
 
+def test_a_model_write_makes_no_file_but_the_temporary_one_the_cleanup_knows(tmp_path: Path) -> None:
+    """Another process lists the folder without pause while a 64 MB model file is written five times:
+    the only names it ever sees are the file and `.NAME.*.tmp`, which the next checkpoint removes if a
+    kill leaves it (safetensors' own `save_file` writes through a `.tmpXXXXXX` of its own)."""
+    folder, stop = tmp_path / "models", tmp_path / "stop"
+    folder.mkdir()
+    watch = ("import os, sys\nseen = set()\n"
+             "while not os.path.exists(sys.argv[2]): seen.update(os.listdir(sys.argv[1]))\n"
+             "print('\\n'.join(sorted(seen)))\n")
+    watcher = subprocess.Popen([sys.executable, "-c", watch, str(folder), str(stop)], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    for _ in range(5):
+        ckpt.save_tensors(folder / "m.safetensors", {"w": torch.ones(16 << 20)}, {"format": "test"})
+    stop.touch()
+    seen = watcher.communicate(timeout=30)[0].split()
+    others = [n for n in seen if n != "m.safetensors"]
+    assert others and all(n.startswith(".m.safetensors.") and n.endswith(".tmp") for n in others), seen
+    assert load_file(folder / "m.safetensors")["w"].shape == (16 << 20,)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_sigint_and_sigterm_save_a_checkpoint_and_exit_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     run = tmp_path / "run"

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from safetensors import safe_open
 
 from fexgan.config import ModelConfig
@@ -47,7 +47,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.umask(umask)
     try:
         write(tmp)
-        # mkstemp makes 0600 files (and some writers, safetensors', replace the file): the usual permissions
+        # mkstemp makes 0600 files: the usual permissions
         os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -60,6 +60,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically. The bytes are made in memory and written by `atomic_write`:
+    safetensors' own `save_file` writes through a temporary file of its own, which a kill leaves behind."""
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(save(tensors, metadata=metadata)))
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -85,7 +91,7 @@ def save_model(path: Path, generator: Generator, discriminator: Discriminator | 
         raise ValueError(f"refusing to write {path}: {len(bad)} tensors hold NaN or inf (e.g. {bad[0]})")
     meta = {**(metadata or {}), "format": FORMAT, "model_config": json.dumps(cfg.to_dict()),
             "summary": json.dumps(summary or {}), "sha256": tensors_sha256(tensors)}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    save_tensors(path, tensors, meta)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -22,10 +22,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from fexgan.checkpoint import atomic_write
+from fexgan.checkpoint import save_tensors
 from fexgan.data import ImageSet, augment, cache_dir, load_source, parse_source, split_indices, to_model_input
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
@@ -190,7 +190,7 @@ def judge_path(data_spec: str, data: ImageSet) -> Path:
 def save_judge(path: Path, judge: Judge) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in judge.net.state_dict().items()}
     metadata = {"format": FORMAT, "config": json.dumps(asdict(judge.net.cfg)), "meta": json.dumps(judge.meta)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    save_tensors(path, tensors, metadata)
 
 
 def load_judge(path: Path, device: str | torch.device = "cpu") -> Judge:
