@@ -24,7 +24,7 @@ import fexgan
 from fexgan.checkpoint import save_model
 from fexgan.config import build_config
 from fexgan.export import MeanTransfer, export
-from fexgan.generate import shipped_models
+from fexgan.checkpoint import shipped_models
 from fexgan.models import Discriminator, Generator
 
 

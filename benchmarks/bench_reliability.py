@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from fexgan import train as T
+from fexgan import runs
+from fexgan import solver as T
 from fexgan.config import build_config
 from fexgan.data import PairSampler, load_source, split_indices
 
@@ -49,8 +50,8 @@ def measure(preset: str) -> str:
     run = Path(tempfile.mkdtemp())
     state = {"step": 0, "torch_rng": [torch.get_rng_state()]}
     count = iter(range(1, 1000))
-    write = median_ms(lambda: T.save_checkpoint(run, nets, cfg, next(count), state, {"val_l1": 1.0 / next(count)}), 5)
-    verify = median_ms(lambda: T.latest_checkpoint(run), 5)
+    write = median_ms(lambda: runs.save_checkpoint(run, nets, cfg, next(count), state, {"val_l1": 1.0 / next(count)}), 5)
+    verify = median_ms(lambda: runs.latest_checkpoint(run), 5)
     newest = max((run / "checkpoints").glob("step_*.safetensors"))
     size = (newest.stat().st_size + newest.with_suffix(".state.pt").stat().st_size) / 1e6
     shutil.rmtree(run)

@@ -16,7 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from fexgan.bench import WARMUP, bench_data, make_rig, sync
 from fexgan.config import build_config
-from fexgan.train import pick_device
+from fexgan.devices import pick_device
 
 GROUPS = {  # operator name fragments -> group
     "convolution": ("conv", "mkldnn_convolution"), "batch norm": ("batch_norm",),

@@ -95,8 +95,8 @@ def test_graphs_match_pytorch_on_real_faces_at_any_batch(onnx_export: tuple[Path
     tgt = torch.eye(7)[torch.arange(batch) % 7] * 0.5 + torch.eye(7)[(torch.arange(batch) + 3) % 7] * 0.5
     z = torch.randn(batch, model.config.latent_dim, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
-        expected = {"encoder": G.encoder(x, src), "decoder": (G.decoder(z, tgt),),
-                    "generator": (G(x, src, tgt, sample=False)[0],), "discriminator": D(x)}
+        expected = {"encoder": G.encode(x, src), "decoder": (G.decode(z, tgt),),
+                    "generator": (G.transfer(x, src, tgt),), "discriminator": D(x)}
     feeds = {"encoder": {"image": x, "source_affect": src}, "decoder": {"z": z, "target_affect": tgt},
              "generator": {"image": x, "source_affect": src, "target_affect": tgt}, "discriminator": {"image": x}}
     outputs = {"encoder": ["mu", "log_sigma"], "decoder": ["generated"], "generator": ["generated"],

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import fexgan
+from fexgan import checkpoint as ckpt
 from fexgan import generate
 from fexgan.checkpoint import save_model
 from fexgan.config import build_config
@@ -123,8 +124,8 @@ def test_shipped_model_by_name(run: Path, tmp_path: Path, monkeypatch: pytest.Mo
     package = tmp_path / "fexgan"
     (package / "pretrained").mkdir(parents=True)
     shutil.copy(run / "model.safetensors", package / "pretrained" / "toon-tiny.safetensors")
-    monkeypatch.setattr(generate.resources, "files", lambda name: package)
-    assert generate.shipped_models() == ["toon-tiny"]
+    monkeypatch.setattr(ckpt.resources, "files", lambda name: package)
+    assert ckpt.shipped_models() == ["toon-tiny"]
     assert fexgan.load("toon-tiny", "cpu").path == package / "pretrained" / "toon-tiny.safetensors"
     with pytest.raises(UserError, match=r"shipped: toon-tiny"):
         fexgan.load("toon-big")

@@ -35,8 +35,8 @@ def test_every_network_runs_alone_at_every_size(size: int, width: float) -> None
     assert y.min() >= -1 and y.max() <= 1  # tanh output
 
     gen = Generator(cfg).eval()
-    out, g_mu, g_ls = gen(x, _affect(B), _affect(B), sample=False)
-    assert out.shape == (B, 3, size, size)
+    out, g_mu, g_ls = gen(x, _affect(B), _affect(B))
+    assert out.shape == gen.transfer(x, _affect(B), _affect(B)).shape == (B, 3, size, size)
     assert g_mu.shape == g_ls.shape == (B, 32)
 
     disc = Discriminator(cfg).eval()
@@ -55,12 +55,14 @@ def test_generator_is_its_encoder_then_its_decoder() -> None:
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     src, tgt = _affect(3), _affect(3).roll(1, 0)
     with torch.no_grad():
-        joined, mu, log_sigma = gen(x, src, tgt, sample=False)
-        mu2, ls2 = gen.encoder(x, src)
+        joined = gen.transfer(x, src, tgt)
+        mu, log_sigma = gen.encoder(x, src)
+        mu2, ls2 = gen.encode(x, src)
         alone = gen.decoder(mu2, tgt)
-        other = gen.decoder(mu2, src)
-    assert torch.equal(mu, mu2) and torch.equal(log_sigma, ls2)
-    assert torch.equal(joined, alone)
+        other = gen.decode(mu2, src, x)
+        _, mu3, ls3 = gen(x, src, tgt)  # training's pass: a sampled latent, the same distribution
+    assert torch.equal(mu, mu2) and torch.equal(log_sigma, ls2) and torch.equal(mu, mu3) and torch.equal(ls2, ls3)
+    assert torch.equal(joined, alone) and torch.equal(gen.decode(mu2, tgt), alone)
     # the target affect matters: another target gives another image (outputs are tiny at init)
     assert (other - alone).abs().max() > 0.1 * alone.abs().max()
 

@@ -29,7 +29,10 @@ from fexgan.config import TrainConfig, build_config
 from fexgan.data import load_source, split_indices
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
-from fexgan.train import latest_checkpoint, train, validation, validation_batch
+from fexgan import train as train_module
+from fexgan.checkpoint import latest_checkpoint
+from fexgan.snapshots import validation, validation_batch
+from fexgan.train import train
 
 from conftest import draw_face, losses, same_tensors
 
@@ -176,7 +179,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_previous_good_one(
     harm, words = DAMAGE[damage]
     harm(run / "checkpoints")
     assert latest_checkpoint(run) == run / "checkpoints" / "step_0000004.safetensors"
-    warning = capsys.readouterr().out
+    warning = capsys.readouterr().err
     assert "warning: skipping checkpoint step_0000006.safetensors" in warning and words in warning, warning
 
 
@@ -343,10 +346,21 @@ def test_the_cache_follows_added_removed_and_changed_files(tmp_path: Path) -> No
 
 # ----------------------------------------------------------------------------- divergence guard
 def test_a_nan_rolls_back_to_the_last_checkpoint_with_a_lower_learning_rate(
-        ref: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        ref: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = []
+
+    def third_batch_poisoned(*args: object) -> dict[str, torch.Tensor]:
+        batch = make_batch(*args)
+        batches.append(batch)
+        if len(batches) == 3:  # once: the replayed step 3 gets a clean batch
+            batch["source"][0, 0, 0, 0] = float("nan")
+        return batch
+
+    make_batch = train_module.make_batch
+    monkeypatch.setattr(train_module, "make_batch", third_batch_poisoned)
     run = tmp_path / "run"
-    train(tiny(f"steps={STEPS}", f"checkpoint_every={EVERY}", "inject_nan_at=3"), run, progress=False)
-    out = capsys.readouterr().out
+    train(tiny(f"steps={STEPS}", f"checkpoint_every={EVERY}"), run, progress=False)
+    out = capsys.readouterr().err
     assert ("non-finite discriminator loss or gradient at step 3: rolled back to step_0000002.safetensors with "
             "learning rate 0.0001 (rollback 1 of 3)") in out
     got, want = losses(run), losses(ref)

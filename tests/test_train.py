@@ -17,7 +17,10 @@ from fexgan import checkpoint as ckpt
 from fexgan.config import TrainConfig, build_config
 from fexgan.data import PairSampler, load_source, split_indices
 from fexgan.errors import UserError
-from fexgan.train import build_nets, ema_decay_at, make_batch, prepare_run, sample_sources, train, train_step, write_sample_grid
+from fexgan.runs import prepare_run
+from fexgan.snapshots import sample_sources, write_sample_grid
+from fexgan.solver import build_nets, ema_decay_at, make_batch, train_step
+from fexgan.train import train
 
 from conftest import losses, same_tensors
 
@@ -165,8 +168,8 @@ def test_model_file_round_trip_reproduces_both_networks(step_setup: tuple, tmp_p
         loaded.generator.to(memory_format=torch.channels_last), loaded.discriminator.to(memory_format=torch.channels_last)
     nets.G.eval(), nets.D.eval()
     with torch.no_grad():
-        a = nets.G(batch["source"], batch["source_affect"], batch["target_affect"], sample=False)[0]
-        b = loaded.generator(batch["source"], batch["source_affect"], batch["target_affect"], sample=False)[0]
+        a = nets.G.transfer(batch["source"], batch["source_affect"], batch["target_affect"])
+        b = loaded.generator.transfer(batch["source"], batch["source_affect"], batch["target_affect"])
         assert torch.equal(a, b)
         assert all(torch.equal(x, y) for x, y in zip(nets.D(batch["source"]), loaded.discriminator(batch["source"])))
 
@@ -260,7 +263,7 @@ def test_resume_in_a_fresh_process_continues_exactly(run_a: Path, tmp_path: Path
     proc = subprocess.run([str(FEXGAN), "train", "--resume", str(run), "--quiet"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "skipping checkpoint step_0000006" in proc.stdout and "from step 4" in proc.stdout
+    assert "warning: skipping checkpoint step_0000006" in proc.stderr and "from step 4" in proc.stdout
     assert losses(run) == losses(run_a)
     assert same_tensors(run / "model.safetensors", run_a / "model.safetensors")
 
@@ -305,7 +308,7 @@ def test_broken_model_and_state_files_are_user_errors(run_a: Path, tmp_path: Pat
     tensors = load_file(str(run_a / "model.safetensors"))
     cfg = json.loads(ckpt.safe_open(str(run_a / "model.safetensors"), "pt").metadata()["model_config"])
     save_file(tensors, str(tmp_path / "wide.safetensors"),
-              {"format": ckpt.FORMAT, "model_config": json.dumps({**cfg, "width": 0.125})})
+              {"format": f"{ckpt.FORMAT}1", "model_config": json.dumps({**cfg, "width": 0.125})})
     with pytest.raises(UserError, match="shape"):
         ckpt.load_model(tmp_path / "wide.safetensors")
 

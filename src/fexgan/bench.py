@@ -37,7 +37,8 @@ from fexgan.data import ImageSet, PairSampler, load_source, split_indices
 from fexgan.errors import UserError
 from fexgan.metrics.generated import transfer
 from fexgan.threads import ThreadTuner
-from fexgan.train import Nets, autocast_for, build_nets, make_batch, pick_device, train_step
+from fexgan.devices import pick_device
+from fexgan.solver import Nets, autocast_for, build_nets, make_batch, train_step
 
 DATA_PER_CLASS = 10    # toon:10 = 6 characters x 7 expressions x 10 = 420 images: enough for any preset's batch
 WARMUP = 3             # untimed steps first: oneDNN / cuDNN pick their kernels, torch.compile compiles

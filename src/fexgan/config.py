@@ -16,12 +16,23 @@ from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 
 IMAGE_SIZES = (32, 64, 128, 256)
+GENERATORS = ("paper",)  # generator designs, the keys of `fexgan.models.GENERATORS`
+
+
+class UnknownKeys(UserError):
+    """Configuration keys this version of fexgan does not know (a newer version's, or a typo)."""
+
+    def __init__(self, keys: list[str]):
+        super().__init__(f"unknown configuration keys: {', '.join(keys)}")
+        self.keys = keys
 
 
 @dataclass
 class ModelConfig:
-    """Shape of the networks. `width` multiplies every channel count of the reference layout."""
+    """Shape of the networks. `width` multiplies every channel count of the reference layout;
+    `generator` names the generator's design (`GENERATORS`; "paper": the reference layout)."""
 
+    generator: str = "paper"
     image_size: int = 128
     width: float = 1.0
     latent_dim: int = 128
@@ -35,6 +46,8 @@ class ModelConfig:
         return len(self.classes)
 
     def validate(self) -> None:
+        if self.generator not in GENERATORS:
+            raise UserError(f"generator design '{self.generator}' is not one of {', '.join(GENERATORS)}")
         if self.image_size not in IMAGE_SIZES:
             raise UserError(f"image size {self.image_size} is not supported; choose one of {IMAGE_SIZES}")
         if not 0.05 <= self.width <= 4:
@@ -53,8 +66,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
+        """The configuration of `d`; a key this version does not know is an error (`UnknownKeys`)."""
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise UnknownKeys(unknown)
+        d = dict(d)
         for key in ("classes", "background"):
             if key in d:
                 d[key] = tuple(d[key])
@@ -88,6 +104,7 @@ class TrainConfig:
     amp: bool = True                 # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True       # NHWC layout for the networks (CPU and CUDA)
     compile: bool = False
+    init_from: str = ""              # a model (file, run folder, shipped name) whose weights start the run
     sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)
     log_every: int = 20
@@ -97,7 +114,6 @@ class TrainConfig:
     min_images_per_class: int = 1    # fail clearly when an expression or identity has fewer readable images
     max_rollbacks: int = 3           # divergence guard: give up after this many rollbacks without progress
     rollback_lr_factor: float = 0.5  # ... each rollback multiplies the learning rate by this
-    inject_nan_at: int = 0           # testing aid: a NaN in the batch of this step (once) trips the guard
 
     def validate(self) -> None:
         self.model.validate()
@@ -116,7 +132,7 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"device '{self.device}' is not one of auto, cpu, cuda")
         at_least = {"log_every": 1, "keep_checkpoints": 1, "min_images_per_class": 1, "sample_every": 0,
-                    "checkpoint_every": 0, "threads": 0, "max_rollbacks": 0, "inject_nan_at": 0, "seed": 0}
+                    "checkpoint_every": 0, "threads": 0, "max_rollbacks": 0, "seed": 0}
         for key, low in at_least.items():
             if getattr(self, key) < low:
                 raise UserError(f"{key} must be at least {low}, got {getattr(self, key)}")
@@ -138,12 +154,11 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
         model_d = d.pop("model", {})
-        model = ModelConfig.from_dict(model_d)
-        known = {f.name for f in dataclasses.fields(cls)}
         model_known = {f.name for f in dataclasses.fields(ModelConfig)}
-        unknown = (set(d) - known) | {f"model.{k}" for k in set(model_d) - model_known}
+        unknown = (set(d) - {f.name for f in dataclasses.fields(cls)}) | {f"model.{k}" for k in set(model_d) - model_known}
         if unknown:
-            raise UserError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+            raise UnknownKeys(sorted(unknown))
+        model = ModelConfig.from_dict(model_d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         return cls(model=model, **d)

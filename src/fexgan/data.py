@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from fexgan.errors import UserError
+from fexgan.errors import UserError, warn
 from fexgan.expressions import EXPRESSIONS
 
 PREPROCESS_VERSION = 1
@@ -193,7 +192,7 @@ def _load_cache(path: Path) -> ImageSet | None:
                             torch.from_numpy(z["identity"].copy()), meta["identities"], tuple(meta["classes"]),
                             meta["names"], [tuple(s) for s in meta["skipped"]])
     except Exception as err:  # a broken cache is rebuilt, never trusted
-        warnings.warn(f"ignoring unreadable data cache {path} ({err}); rebuilding it")
+        warn(f"ignoring unreadable data cache {path} ({err}); rebuilding it")
         return None
 
 
@@ -207,7 +206,7 @@ def _save_cache(path: Path, data: ImageSet) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        warnings.warn(f"could not write the data cache {path} ({err}); continuing without it")
+        warn(f"could not write the data cache {path} ({err}); continuing without it")
 
 
 def _decode_files(items: list[tuple[Path, str, str]], root: Path, size: int, background: Background,
@@ -315,6 +314,18 @@ def split_indices(data: ImageSet, val_fraction: float, seed: int = 0) -> tuple[t
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
+
+
+def one_per_identity(data: ImageSet, indices: torch.Tensor, limit: int | None = None) -> torch.Tensor:
+    """Positions in `indices` of one image per identity (identities in order, at most `limit`): its
+    first neutral image, else its first. What sample grids, figures and reports show."""
+    neutral = data.classes.index("neutral") if "neutral" in data.classes else 0
+    chosen = []
+    for ident in torch.unique(data.identity[indices]).tolist()[:limit]:
+        mine = torch.nonzero(data.identity[indices] == ident).squeeze(1)
+        preferred = mine[data.expression[indices][mine] == neutral]
+        chosen.append(int((preferred if len(preferred) else mine)[0]))
+    return torch.tensor(chosen, dtype=torch.long)
 
 
 class PairSampler:

@@ -37,9 +37,9 @@ import torch
 from torch import nn
 
 import fexgan
-from fexgan.checkpoint import LoadedModel, load_model, save_model
+from fexgan.checkpoint import LoadedModel, load_model, resolve_model, save_model, shipped_models
 from fexgan.errors import UserError
-from fexgan.generate import FExGAN, resolve_model, shipped_models
+from fexgan.generate import FExGAN
 
 FORMATS = ("onnx", "safetensors")
 DEFAULT_OPSET = 18          # the lowest opset torch's exporter writes natively (17 is converted down)
@@ -67,16 +67,18 @@ class Exported:
     sidecar: dict
 
 
-class MeanTransfer(nn.Module):
-    """The full generator as deployed: encode, take the latent mean, decode with the target affect."""
+class Method(nn.Module):
+    """One method of the generator (`encode`, `decode`, `transfer`) as a module that ONNX can trace."""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+    def __init__(self, generator: nn.Module, name: str):
         super().__init__()
-        self.encoder, self.decoder = encoder, decoder
+        self.generator, self.name = generator, name
 
-    def forward(self, image: torch.Tensor, source_affect: torch.Tensor, target_affect: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.encoder(image, source_affect)
-        return self.decoder(mu, target_affect)
+    def forward(self, first: torch.Tensor, affect: torch.Tensor, target_affect: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """encode(image, source_affect), decode(z, target_affect), transfer(image, source_affect, target_affect)."""
+        method = getattr(self.generator, self.name)
+        return method(first, affect) if target_affect is None else method(first, affect, target_affect)
 
 
 @dataclass
@@ -94,10 +96,10 @@ def graphs(loaded: LoadedModel, discriminator: bool) -> dict[str, Graph]:
     size, n_cls = cfg.image_size, cfg.num_classes
     image, affect, z = torch.zeros(1, 3, size, size), torch.zeros(1, n_cls), torch.zeros(1, cfg.latent_dim)
     out = {
-        "encoder": Graph(G.encoder, {"image": image, "source_affect": affect}, ("mu", "log_sigma")),
-        "decoder": Graph(G.decoder, {"z": z, "target_affect": affect}, ("generated",)),
-        "generator": Graph(MeanTransfer(G.encoder, G.decoder),
-                           {"image": image, "source_affect": affect, "target_affect": affect}, ("generated",)),
+        "encoder": Graph(Method(G, "encode"), {"image": image, "source_affect": affect}, ("mu", "log_sigma")),
+        "decoder": Graph(Method(G, "decode"), {"z": z, "target_affect": affect}, ("generated",)),
+        "generator": Graph(Method(G, "transfer"), {"image": image, "source_affect": affect, "target_affect": affect},
+                           ("generated",)),
     }
     if discriminator:
         out["discriminator"] = Graph(loaded.discriminator, {"image": image}, ("real_fake_logit", "expression_logits"))

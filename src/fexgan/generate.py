@@ -21,7 +21,6 @@ import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
@@ -30,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fexgan.checkpoint import LoadedModel, load_model
-from fexgan.data import IMAGE_SUFFIXES, from_pil, load_source, open_image, prepare_image, to_model_input, to_pil
+from fexgan.checkpoint import LoadedModel, load_model, resolve_model
+from fexgan.data import (IMAGE_SUFFIXES, from_pil, load_source, one_per_identity, open_image, prepare_image,
+                         to_model_input, to_pil)
+from fexgan.devices import pick_device
 from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS, parse_affect
 from fexgan.visuals import image_grid
@@ -44,44 +45,6 @@ BATCH = 64          # images per forward pass
 MAX_SAMPLES = 1024  # limits that keep a typo from asking for hours of work
 MAX_FRAMES = 1000
 FIGURE_CELL = 128   # figures show every face at least this large
-
-
-# Shipped models that were replaced (old name -> new name, why): the old name fails with a line naming the new one.
-RENAMED = {"toon-64": ("toon-128", "128 px like the paper, trained on the aligned toon faces of renderer version 3")}
-
-
-def shipped_models() -> list[str]:
-    """Names of the models that ship inside the package (src/fexgan/pretrained/<name>.safetensors)."""
-    folder = resources.files("fexgan") / "pretrained"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[: -len(".safetensors")] for p in folder.iterdir() if p.name.endswith(".safetensors"))
-
-
-def resolve_model(model: str | Path) -> Path:
-    """The model file behind MODEL: a run folder (its model.safetensors, else its newest checkpoint),
-    a model file, or the name of a shipped model."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if (path / "model.safetensors").is_file():
-            return path / "model.safetensors"
-        from fexgan.train import latest_checkpoint
-
-        newest = latest_checkpoint(path)
-        if newest is None:
-            raise UserError(f"run folder {path} has no model.safetensors and no checkpoint in checkpoints/ yet")
-        return newest
-    if path.exists():
-        return path
-    shipped = resources.files("fexgan") / "pretrained" / f"{model}.safetensors"
-    if Path(model).name == str(model) and shipped.is_file():
-        return Path(str(shipped))
-    if str(model) in RENAMED:
-        new, why = RENAMED[str(model)]
-        raise UserError(f"the shipped model '{model}' was replaced by '{new}' ({why}); use {new}")
-    names = ", ".join(shipped_models()) or "none yet"
-    raise UserError(f"model '{model}' not found: MODEL is a run folder (with model.safetensors or checkpoints/), "
-                    f"a .safetensors model file, or a shipped model name (shipped: {names})")
 
 
 def affect_name(vector: torch.Tensor, classes: Sequence[str]) -> str:
@@ -118,8 +81,6 @@ class FExGAN:
     @classmethod
     def load(cls, model: str | Path, device: str = "auto") -> "FExGAN":
         """Load a run folder, a model file or a shipped model name onto `device` (auto | cpu | cuda)."""
-        from fexgan.train import pick_device
-
         dev = pick_device(device)
         path = resolve_model(model)
         return cls(load_model(path, dev), dev, path)
@@ -202,7 +163,7 @@ class FExGAN:
         """Latents (B, latent_dim): the mean, or a draw from N(mu, sigma) with `sample_latent`."""
         x = x.to(self.device)
         src = self._source(x, source)
-        parts = [self.generator.encoder(xb, sb) for xb, sb in zip(x.split(BATCH), src.split(BATCH))]
+        parts = [self.generator.encode(xb, sb) for xb, sb in zip(x.split(BATCH), src.split(BATCH))]
         mu, log_sigma = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         if not sample_latent:
             return mu
@@ -210,10 +171,12 @@ class FExGAN:
         return mu + log_sigma.exp() * eps
 
     @torch.inference_mode()
-    def decode_tensor(self, z: torch.Tensor, affect: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, S, S) in [-1, 1] from latents (B, latent_dim) and affects (B, classes)."""
+    def decode_tensor(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, 3, S, S) in [-1, 1] from latents (B, latent_dim) and affects (B, classes); `source`
+        (B, 3, S, S): the images being edited, None for the decoder drawing alone."""
         z, affect = z.to(self.device), affect.to(self.device).expand(len(z), -1)
-        return torch.cat([self.generator.decoder(zb, ab) for zb, ab in zip(z.split(BATCH), affect.split(BATCH))])
+        sources = source.to(self.device).split(BATCH) if source is not None else [None] * math.ceil(len(z) / BATCH)
+        return torch.cat([self.generator.decode(zb, ab, sb) for zb, ab, sb in zip(z.split(BATCH), affect.split(BATCH), sources)])
 
     def sample_tensor(self, expression: Affect = "joy", n: int = 16, seed: int = 0) -> torch.Tensor:
         """The decoder alone from z ~ N(0, I) (paper Fig. 4): (n, 3, S, S)."""
@@ -226,7 +189,8 @@ class FExGAN:
         """Every image to every target affect (T, classes): (B, T, 3, S, S)."""
         z = self.encode_tensor(x, source, sample_latent, seed)
         b, t = len(z), len(targets)
-        out = self.decode_tensor(z.repeat_interleave(t, 0), targets.to(self.device).repeat(b, 1))
+        out = self.decode_tensor(z.repeat_interleave(t, 0), targets.to(self.device).repeat(b, 1),
+                                 x.to(self.device).repeat_interleave(t, 0))
         return out.view(b, t, *out.shape[1:])
 
     # ------------------------------------------------------------------------- PIL API
@@ -287,11 +251,12 @@ class FExGAN:
         seg = pos.floor().long().clamp(max=max(len(keys) - 2, 0))
         e = ease(pos - seg)[:, None]
         affects = keys[seg] * (1 - e) + keys[(seg + 1).clamp(max=len(keys) - 1)] * e
-        z = self.encode(image, source)[None]
+        x = self.prepare(image)
+        z = self.encode_tensor(x, source)
         if face_b is not None:
             w = ease(1 - (2 * u - 1).abs()) if loop else ease(u)
             z = torch.lerp(z, self.encode(face_b, source_b)[None], w[:, None].to(self.device))
-        return to_pil(self.decode_tensor(z.expand(frames, -1), affects))
+        return to_pil(self.decode_tensor(z.expand(frames, -1), affects, x.expand(frames, -1, -1, -1)))
 
     def morph_faces(self, image_a: ImageInput, image_b: ImageInput, expression: Affect = "neutral",
                     frames: int = 24, loop: bool = False, source_a: Affect | None = None,
@@ -353,19 +318,14 @@ def neutral_faces(run: Path, model: FExGAN) -> tuple[torch.Tensor, list[str]]:
     classes = model.classes
     data = load_source(cfg["data"], model.config.image_size, model.config.background, classes)
     index = {name: i for i, name in enumerate(data.names)}
+    ordered = torch.tensor([index[n] for part in ("val", "train") for n in split.get(part, []) if n in index],
+                           dtype=torch.long)
+    chosen = ordered[one_per_identity(data, ordered)] if len(ordered) else ordered
     neutral = classes.index("neutral") if "neutral" in classes else 0
-    chosen, names = [], []
-    for ident, character in enumerate(data.identities):
-        for part in ("val", "train"):
-            hits = [index[n] for n in split.get(part, []) if n in index and int(data.identity[index[n]]) == ident
-                    and int(data.expression[index[n]]) == neutral]
-            if hits:
-                chosen.append(hits[0])
-                names.append(character)
-                break
-    if not chosen:
+    chosen = chosen[data.expression[chosen] == neutral]
+    if not len(chosen):
         raise UserError(f"the data of run {run} ({cfg['data']}) has no {classes[neutral]} face to show")
-    return to_model_input(data.images[torch.tensor(chosen)]), names
+    return to_model_input(data.images[chosen]), [data.identities[i] for i in data.identity[chosen].tolist()]
 
 
 def figures(run: str | Path, out_dir: str | Path, n: int = 8, seed: int = 0, device: str = "auto") -> list[Path]:

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from fexgan.config import GENERATORS as GENERATORS_NAMED
 from fexgan.config import ModelConfig
 
 
@@ -105,7 +106,8 @@ class Decoder(nn.Module):
 
 
 class Generator(nn.Module):
-    """Encoder and decoder joined: G(image, source affect, target affect). Each part runs alone."""
+    """The paper's generator: encoder and decoder joined. Every caller goes through `encode`, `decode`
+    and `transfer`, so a design whose decoder also looks at the source image fits behind them."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -113,18 +115,30 @@ class Generator(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
 
+    def encode(self, image: torch.Tensor, source_affect: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_sigma) of the latent normal distribution of `image` showing `source_affect`."""
+        return self.encoder(image, source_affect)
+
+    def decode(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """An image in [-1, 1] from latents and affects; `source` is the image being edited (None when
+        the decoder draws alone, as in Fig. 4). The paper's decoder does not look at it."""
+        return self.decoder(z, affect)
+
+    def transfer(self, image: torch.Tensor, source_affect: torch.Tensor, target_affect: torch.Tensor) -> torch.Tensor:
+        """`image` with `target_affect`, decoded from the latent mean: the deterministic edit."""
+        return self.decode(self.encode(image, source_affect)[0], target_affect, image)
+
     @staticmethod
     def reparameterize(mu: torch.Tensor, log_sigma: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """z = mu + sigma * eps, eps ~ N(0, I)."""
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(log_sigma) * eps
 
-    def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
-                sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (generated image, mu, log_sigma); `sample=False` decodes the mean latent."""
-        mu, log_sigma = self.encoder(image, source)
-        z = self.reparameterize(mu, log_sigma) if sample else mu
-        return self.decoder(z, target), mu, log_sigma
+    def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training's pass: (generated image from a sampled latent, mu, log_sigma)."""
+        mu, log_sigma = self.encode(image, source)
+        return self.decode(self.reparameterize(mu, log_sigma), target, image), mu, log_sigma
 
 
 class Discriminator(nn.Module):
@@ -143,3 +157,17 @@ class Discriminator(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(image)
         return self.real_fake(h).squeeze(1), self.classifier(h)
+
+
+# Generator designs by the name `ModelConfig.generator` holds; the discriminator is shared.
+GENERATORS: dict[str, type[Generator]] = {"paper": Generator}
+assert tuple(GENERATORS) == GENERATORS_NAMED, "config.GENERATORS must name the designs of models.GENERATORS"
+
+
+def build_generator(cfg: ModelConfig) -> Generator:
+    """The generator of the design `cfg.generator`, freshly initialised."""
+    return GENERATORS[cfg.generator](cfg)
+
+
+def build_discriminator(cfg: ModelConfig) -> Discriminator:
+    return Discriminator(cfg)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fexgan.config import TrainConfig
-from fexgan.data import ImageSet, load_source, split_indices
+from fexgan.data import ImageSet, load_source, one_per_identity, split_indices
 from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.metrics.accuracy import PAPER_TABLE1, stat, table1_row
@@ -118,7 +118,7 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
                                                  mixed_examples) if with_truth else None
     results["seconds"] = round(time.time() - start, 1)
 
-    examples = example_positions(images, src, classes)
+    examples = one_per_identity(images, src, EXAMPLES)
     names = [images.identities[i] for i in src_id[examples].tolist()]
     figure = figure_images(real, fakes, truth, mixed_examples, examples, names, n_cls)
     write_report(results, out, figure, sample(G, torch.arange(n_cls).repeat(EXAMPLES), seed))
@@ -238,17 +238,6 @@ def groundtruth_metrics(classes: tuple[str, ...], real: torch.Tensor, rep: torch
         rows[name] = {"generated": summary(compare(mixed_fakes, mixed_truth), everyone),
                       "copy": summary(compare(real, mixed_truth), everyone)}
     return rows
-
-
-def example_positions(images: ImageSet, src: torch.Tensor, classes: tuple[str, ...]) -> torch.Tensor:
-    """Positions in `src` of up to EXAMPLES sources, one per identity, neutral where there is one."""
-    neutral = classes.index("neutral") if "neutral" in classes else 0
-    chosen = []
-    for ident in torch.unique(images.identity[src]).tolist()[:EXAMPLES]:
-        mine = torch.nonzero(images.identity[src] == ident).squeeze(1)
-        pref = mine[images.expression[src][mine] == neutral]
-        chosen.append(int((pref if len(pref) else mine)[0]))
-    return torch.tensor(chosen, dtype=torch.long)
 
 
 def figure_images(real: torch.Tensor, fakes: torch.Tensor, truth: torch.Tensor | None, mixed_examples: dict,

@@ -1,6 +1,6 @@
 """How evaluation drives a trained generator: batched transfers and random decoder samples.
 
-Plain torch on the networks of `fexgan.checkpoint.load_model`, in eval mode (no dropout, batch-norm
+Plain torch on the generator's `transfer` and `decode` (`fexgan.models`), in eval mode (no dropout, batch-norm
 running statistics). Transfers decode the latent mean, so they are deterministic; random samples
 draw their latents from a seeded generator. Everything returns uint8 images, as saved images are.
 """
@@ -34,8 +34,8 @@ def transfer(G: Generator, images: torch.Tensor, source_class: torch.Tensor, tar
     device, n_cls = device_of(G), G.cfg.num_classes
 
     def run(x: torch.Tensor, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        mu, _ = G.encoder(to_model_input(x.to(device)), F.one_hot(src, n_cls).float().to(device))
-        return to_uint8(G.decoder(mu, tgt.float().to(device)))
+        return to_uint8(G.transfer(to_model_input(x.to(device)), F.one_hot(src, n_cls).float().to(device),
+                                   tgt.float().to(device)))
 
     G.eval()
     return batched(run, images, source_class, target_affect)
@@ -47,5 +47,5 @@ def sample(G: Generator, classes: torch.Tensor, seed: int) -> torch.Tensor:
     device, cfg = device_of(G), G.cfg
     z = torch.randn(len(classes), cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
     G.eval()
-    return batched(lambda z_, c: to_uint8(G.decoder(z_.to(device), F.one_hot(c, cfg.num_classes).float().to(device))),
+    return batched(lambda z_, c: to_uint8(G.decode(z_.to(device), F.one_hot(c, cfg.num_classes).float().to(device))),
                    z, classes)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +26,7 @@ from torch import nn
 
 from fexgan.checkpoint import save_tensors
 from fexgan.data import ImageSet, augment, cache_dir, load_source, parse_source, split_indices, to_model_input
-from fexgan.errors import UserError
+from fexgan.errors import UserError, warn
 from fexgan.expressions import EXPRESSIONS
 from fexgan.metrics.generated import batched
 
@@ -224,7 +223,7 @@ def get_judge(data_spec: str, image_size: int, device: str | torch.device = "cpu
             judge.meta["path"] = str(path)
             return judge
         except UserError as err:
-            warnings.warn(f"{err}; training it again")
+            warn(f"{err}; training it again")
     log(f"training the judge for {data_spec} at {image_size} px (once; cached in {path.parent})")
     judge = train_judge(data, device=device, log=log)
     save_judge(path, judge)
