@@ -15,18 +15,19 @@ from PIL import Image
 
 import fexgan
 from fexgan import checkpoint as ckpt
-from fexgan import generate
+from fexgan import figures, generate
 from fexgan.checkpoint import save_model
 from fexgan.config import build_config
 from fexgan.data import load_source, to_model_input
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
-from fexgan.generate import FExGAN, save_gif
+from fexgan.generate import FExGAN
+from fexgan.outputs import save_gif
 from fexgan.models import Discriminator, Generator
 from conftest import draw_face
 
 PAD, LABEL = 4, 26          # image_grid's padding, and a label row's height for 128 px cells
-CELL = generate.FIGURE_CELL
+CELL = figures.FIGURE_CELL
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -232,7 +233,7 @@ def test_save_gif_and_frames(lively: FExGAN, faces: dict[str, Path], tmp_path: P
 
 
 def test_figures_sizes_and_neutral_val_faces(run: Path, model: FExGAN, tmp_path: Path) -> None:
-    faces, characters = generate.neutral_faces(run, model)
+    faces, characters = figures.neutral_faces(run, model)
     split = json.loads((run / "data.json").read_text())
     cfg = json.loads((run / "config.json").read_text())
     data = load_source(cfg["data"], 32)
@@ -242,7 +243,7 @@ def test_figures_sizes_and_neutral_val_faces(run: Path, model: FExGAN, tmp_path:
     expected = [next(i for i in val_neutral if data.identity[i] == k) for k in range(len(characters))]
     assert torch.equal(faces, to_model_input(data.images[expected]))
 
-    paths = generate.figures(run, tmp_path / "figs", n=5)
+    paths = figures.figures(run, tmp_path / "figs", n=5)
     assert [p.name for p in paths] == ["fig4_random_samples.png", "fig5_transfer.png", "fig6_mixed.png"]
     rows = len(characters)
     for path, n_rows, n_cols, top in ((paths[0], 7, 5, LABEL), (paths[1], rows, 8, 2 * LABEL),

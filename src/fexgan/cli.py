@@ -175,7 +175,8 @@ def sample(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Faces drawn by the decoder alone from random latents (paper Fig. 4)."""
-    from fexgan.generate import FExGAN, write_sample
+    from fexgan.generate import FExGAN
+    from fexgan.outputs import write_sample
 
     console.print(f"wrote {write_sample(FExGAN.load(model, device), expression, n, seed, out)}")
 
@@ -193,7 +194,8 @@ def transfer(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Turn faces to another expression: one PNG per input, or a strip of all 7 (paper Fig. 5)."""
-    from fexgan.generate import FExGAN, collect_images, write_transfers
+    from fexgan.generate import FExGAN
+    from fexgan.outputs import collect_images, write_transfers
 
     files = collect_images(images)
     written = write_transfers(FExGAN.load(model, device), files, to, out, from_, keep_size, sample_latent, seed)
@@ -211,7 +213,8 @@ def mix(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """A face with any mix of expressions (paper Fig. 6)."""
-    from fexgan.generate import FExGAN, write_mix
+    from fexgan.generate import FExGAN
+    from fexgan.outputs import write_mix
 
     written = write_mix(FExGAN.load(model, device), image, affect, out, from_, keep_size)
     console.print(f"wrote {', '.join(map(str, written))}")
@@ -234,7 +237,8 @@ def morph(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """A smooth animation through affect space (and optionally from one face to another) as a GIF."""
-    from fexgan.generate import FExGAN, save_gif
+    from fexgan.generate import FExGAN
+    from fexgan.outputs import save_gif
 
     if to is None and not via and face_b is None:
         raise UserError("nothing to morph: give --to EXPRESSION, --via EXPRESSION or --face-b IMAGE")
@@ -253,7 +257,7 @@ def figures(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """The paper's Figs. 4, 5 and 6 for a trained run, as labelled PNGs."""
-    from fexgan.generate import figures as write_figures
+    from fexgan.figures import figures as write_figures
 
     for path in write_figures(run, out or run / "figures", n, seed, device):
         console.print(f"wrote {path}")

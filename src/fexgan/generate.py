@@ -1,5 +1,5 @@
-"""Generation with a trained FExGAN: sample, classify, encode, transfer, mix and morph expressions,
-and the paper's three figures.
+"""Generation with a trained FExGAN: sample, classify, encode, transfer, mix and morph expressions
+(the files the commands write: `fexgan.outputs`; the paper's figures: `fexgan.figures`).
 
     model = fexgan.load("runs/demo")               # run folder, model file or shipped model name
     joy = model.transfer("face.png", to="joy")     # PIL in, PIL out
@@ -16,8 +16,6 @@ CPU, so results are the same for a seed on any device.
 """
 from __future__ import annotations
 
-import io
-import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -30,12 +28,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fexgan.checkpoint import LoadedModel, load_model, resolve_model
-from fexgan.data import (IMAGE_SUFFIXES, from_pil, load_source, one_per_identity, open_image, prepare_image,
-                         to_model_input, to_pil)
+from fexgan.data import from_pil, open_image, to_pil
 from fexgan.devices import pick_device
 from fexgan.errors import UserError
-from fexgan.expressions import MIXED_PAIRS, parse_affect
-from fexgan.visuals import image_grid
+from fexgan.expressions import parse_affect
 
 ImageInput = Union[Image.Image, str, Path, bytes]
 # An affect: an expression name, 'anger=0.5,sadness=0.5', {'anger': 0.5, ...}, a class index or a vector.
@@ -44,7 +40,6 @@ Affect = Union[str, Mapping[str, float], int, Sequence[float], torch.Tensor, np.
 BATCH = 64          # images per forward pass
 MAX_SAMPLES = 1024  # limits that keep a typo from asking for hours of work
 MAX_FRAMES = 1000
-FIGURE_CELL = 128   # figures show every face at least this large
 
 
 def affect_name(vector: torch.Tensor, classes: Sequence[str]) -> str:
@@ -272,199 +267,3 @@ def restore_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     square = image.resize((side, side), Image.Resampling.LANCZOS)
     left, top = (side - w) // 2, (side - h) // 2
     return square.crop((left, top, left + w, top + h))
-
-
-def gif_bytes(frames: Sequence[Image.Image], fps: float = 12) -> bytes:
-    """Frames as a looping GIF in memory (identical consecutive frames merge, keeping their time)."""
-    if not 0.5 <= fps <= 50:
-        raise UserError(f"fps must be between 0.5 and 50, got {fps}")
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=list(frames[1:]), duration=round(1000 / fps),
-                   loop=0)
-    return buffer.getvalue()
-
-
-def save_gif(frames: Sequence[Image.Image], path: str | Path, fps: float = 12,
-             frames_dir: str | Path | None = None) -> Path:
-    """Write frames as a looping GIF (see `gif_bytes`) and, with `frames_dir`, as numbered PNGs."""
-    path = Path(path)
-    if path.suffix.lower() != ".gif":
-        raise UserError(f"output {path} must be a .gif file")
-    data = gif_bytes(frames, fps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    if frames_dir is not None:
-        folder = Path(frames_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, frame in enumerate(frames):
-            frame.save(folder / f"frame_{i:04d}.png")
-    return path
-
-
-# ----------------------------------------------------------------------------- the paper's figures
-def figure_cells(images: Sequence[Image.Image]) -> list[Image.Image]:
-    """Images for a labelled sheet, enlarged to at least FIGURE_CELL px high so labels fit."""
-    scale = FIGURE_CELL / images[0].height
-    if scale <= 1:
-        return list(images)
-    return [im.resize((round(im.width * scale), FIGURE_CELL), Image.Resampling.LANCZOS) for im in images]
-
-
-def neutral_faces(run: Path, model: FExGAN) -> tuple[torch.Tensor, list[str]]:
-    """Each character's first neutral face in the run's validation split (train split if the
-    validation split has none): (images in [-1, 1], character names)."""
-    cfg = json.loads((run / "config.json").read_text())
-    split = json.loads((run / "data.json").read_text())
-    classes = model.classes
-    data = load_source(cfg["data"], model.config.image_size, model.config.background, classes)
-    index = {name: i for i, name in enumerate(data.names)}
-    ordered = torch.tensor([index[n] for part in ("val", "train") for n in split.get(part, []) if n in index],
-                           dtype=torch.long)
-    chosen = ordered[one_per_identity(data, ordered)] if len(ordered) else ordered
-    neutral = classes.index("neutral") if "neutral" in classes else 0
-    chosen = chosen[data.expression[chosen] == neutral]
-    if not len(chosen):
-        raise UserError(f"the data of run {run} ({cfg['data']}) has no {classes[neutral]} face to show")
-    return to_model_input(data.images[chosen]), [data.identities[i] for i in data.identity[chosen].tolist()]
-
-
-def figures(run: str | Path, out_dir: str | Path, n: int = 8, seed: int = 0, device: str = "auto") -> list[Path]:
-    """The paper's Figs. 4-6 for a run, as labelled PNGs in `out_dir`; returns their paths."""
-    run, out = Path(run), Path(out_dir)
-    if not (run / "config.json").is_file() or not (run / "data.json").is_file():
-        raise UserError(f"{run} is not a run folder (it needs config.json and data.json)")
-    model = FExGAN.load(run, device)
-    classes = model.classes
-    faces, characters = neutral_faces(run, model)
-    neutral = "neutral" if "neutral" in classes else classes[0]
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    rows = [figure_cells(row) for row in model.sample("all", n, seed)]
-    sheet = image_grid(rows, list(classes), title=f"Fig. 4: random samples per expression (decoder alone, seed {seed})")
-    written.append(out / "fig4_random_samples.png")
-    sheet.save(written[-1])
-
-    moved = model.transfer_tensor(faces, torch.eye(len(classes)), source=neutral)
-    rows = [figure_cells(to_pil(face[None]) + to_pil(row)) for face, row in zip(faces, moved)]
-    sheet = image_grid(rows, characters, ["input", *classes], title="Fig. 5: each character's neutral face to every expression")
-    written.append(out / "fig5_transfer.png")
-    sheet.save(written[-1])
-
-    pairs = [(a, b) for a, b in MIXED_PAIRS if a in classes and b in classes]
-    labels = [lab for a, b in pairs for lab in (a, f"{a}+{b}", b)]
-    targets = torch.stack([v for a, b in pairs for v in (model.affect(a), model.affect({a: 0.5, b: 0.5}), model.affect(b))])
-    moved = model.transfer_tensor(faces, targets, source=neutral)
-    rows = [figure_cells(to_pil(face[None]) + to_pil(row)) for face, row in zip(faces, moved)]
-    sheet = image_grid(rows, characters, ["input", *labels], title="Fig. 6: mixed expressions (0.5 + 0.5) between the pure ones")
-    written.append(out / "fig6_mixed.png")
-    sheet.save(written[-1])
-    return written
-
-
-# ----------------------------------------------------------------------------- files the commands write
-IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def image_output(path: str | Path) -> Path:
-    """An output image path with a known suffix."""
-    path = Path(path)
-    if path.suffix.lower() not in IMAGE_OUTPUTS:
-        raise UserError(f"output {path} needs an image suffix ({', '.join(IMAGE_OUTPUTS)})")
-    return path
-
-
-def collect_images(items: Sequence[str | Path]) -> list[Path]:
-    """Image files from files and folders (a folder's own image files, sorted)."""
-    found: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            files = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise UserError(f"folder {item} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            found += files
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise UserError(f"image {item} does not exist")
-    if not found:
-        raise UserError("give at least one image or folder")
-    return found
-
-
-def output_stems(paths: Sequence[Path]) -> list[str]:
-    """A distinct output name per input: its stem, with its folder's name (then a number) when stems clash."""
-    stems = [p.stem for p in paths]
-    stems = [f"{p.parent.name}_{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
-    return [f"{s}_{i}" if stems.count(s) > 1 else s for i, s in enumerate(stems)]
-
-
-def write_sample(model: FExGAN, expression: str, n: int, seed: int, out: str | Path) -> Path:
-    """A grid of decoder samples: rows of 8 for one expression, or a row per expression for 'all'."""
-    out = image_output(out)
-    vectors, labels, several = model.targets(expression)
-    faces = model.sample(expression, n, seed)
-    if several:
-        rows = [figure_cells(row) for row in faces]
-        sheet = image_grid(rows, labels, title=f"random samples, seed {seed} (same latent in each column)")
-    else:
-        rows = [figure_cells(faces[i:i + 8]) for i in range(0, n, 8)]
-        sheet = image_grid(rows, title=f"{labels[0]}, seed {seed}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out
-
-
-def write_transfers(model: FExGAN, inputs: Sequence[Path], to: str, out_dir: str | Path, source: str | None = None,
-                    keep_size: bool = False, sample_latent: bool = False, seed: int = 0) -> list[Path]:
-    """Each input to `to`: <stem>_<expression>.png, or for 'all' a labelled strip <stem>_all.png
-    (the input as the model sees it, then every expression)."""
-    out_dir = Path(out_dir)
-    vectors, labels, several = model.targets(to)
-    if source is not None:
-        model.affect(source)  # a bad --from fails before any work
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stems, size, background = output_stems(inputs), model.config.image_size, model.config.background
-    written = []
-    for start in range(0, len(inputs), BATCH):
-        originals = [open_image(p) for p in inputs[start:start + BATCH]]
-        results = model.transfer(originals, vectors if several else vectors[0], source, keep_size, sample_latent, seed)
-        for stem, original, result in zip(stems[start:start + BATCH], originals, results):
-            if several:
-                shown = original if keep_size else Image.fromarray(prepare_image(original, size, background))
-                path = out_dir / f"{stem}_all.png"
-                image_grid([figure_cells([shown, *result])], col_labels=["input", *labels], background=background).save(path)
-            else:
-                path = out_dir / f"{stem}_{labels[0]}.png"
-                result.save(path)
-            written.append(path)
-    return written
-
-
-def write_mix(model: FExGAN, image: Path, affects: Sequence[str], out: str | Path, source: str | None = None,
-              keep_size: bool = False) -> list[Path]:
-    """Mixed expressions of one face. `out` with an image suffix: that file (a labelled strip of the
-    input and every mix when there are several); otherwise a folder of <stem>_<affect>.png."""
-    if not affects:
-        raise UserError("give at least one --affect, e.g. --affect anger=0.5,sadness=0.5")
-    out = Path(out)
-    vectors = torch.stack([model.affect(a) for a in affects])
-    labels = [affect_name(v, model.classes) for v in vectors]
-    original = open_image(image)
-    results = model.transfer(original, list(vectors), source, keep_size)
-    if out.suffix:
-        out = image_output(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if len(results) == 1:
-            results[0].save(out)
-        else:
-            c = model.config
-            shown = original if keep_size else Image.fromarray(prepare_image(original, c.image_size, c.background))
-            image_grid([figure_cells([shown, *results])], col_labels=["input", *labels], background=c.background).save(out)
-        return [out]
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for label, result in zip(labels, results):
-        written.append(out / f"{image.stem}_{label}.png")
-        result.save(written[-1])
-    return written

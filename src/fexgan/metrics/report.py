@@ -9,7 +9,7 @@ import torch
 
 from fexgan.checkpoint import atomic_write
 from fexgan.data import to_model_input, to_pil
-from fexgan.generate import figure_cells
+from fexgan.figures import figure_cells
 from fexgan.metrics.accuracy import COLUMNS
 from fexgan.visuals import image_grid
 

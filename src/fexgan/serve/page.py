@@ -1,0 +1,196 @@
+"""The web page at / (Gradio): upload a face or pick a toon character, see it turned to all seven
+expressions, mix expressions with seven sliders, draw a random face from the decoder, make a morph
+GIF. Every model call runs in Gradio's queue (the engine's limits) and through the engine's gate.
+Nothing is fetched from the internet: analytics are off, and the page's scripts and fonts are local.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import os
+import random
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from fexgan.errors import UserError
+from fexgan.expressions import MIXED_PAIRS
+from fexgan.figures import figure_cells
+from fexgan.outputs import gif_bytes
+from fexgan.serve.api import b64
+from fexgan.serve.engine import MB, Engine, Face, RequestError
+from fexgan.visuals import image_grid
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+SHOWN = 256             # the page shows faces at least this large
+CSS = ".morph { width: 320px; }"
+
+
+def gradio() -> ModuleType:
+    """Gradio, imported on first use with its analytics off (it reads the setting when imported:
+    no telemetry, no version check), unless the user's environment says otherwise."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    return gr
+
+
+def describe(info: dict[str, Any]) -> str:
+    """The page's header: model name, size and training summary in two lines of Markdown."""
+    c, s, p = info["config"], info["summary"], info["parameters"]
+    size = f"{info['bytes'] / MB:.1f} MB file · " if info["bytes"] else ""
+    parts = [f"{size}{sum(p.values()) / 1e6:.2f} M parameters",
+             f"{c['image_size']} px, width {c['width']:g}, latent {c['latent_dim']}"]
+    if s.get("steps"):
+        how = ", ".join(x for x in (f"{s['epochs']:g} epochs" if "epochs" in s else "",
+                                    f"{s['minutes']:g} min" if "minutes" in s else "",
+                                    f"on {s['device']}" if "device" in s else "") if x)
+        data = f" on `{s['data']}`" if "data" in s else ""
+        if "images" in s:
+            data += f" ({s['images']:,} images, {len(s.get('identities', []))} identities)"
+        parts.append(f"trained {s['steps']:,} steps ({how}){data}")
+    else:
+        parts.append("no training summary in this file")
+    return (f"## FExGAN · {html.escape(info['name'])}\n{' · '.join(parts)}. "
+            f"Expressions: {', '.join(info['classes'])}. HTTP API: `/api`.")
+
+
+def enlarge(image: Image.Image, side: int = SHOWN) -> Image.Image:
+    """A face scaled up for the page (the model's 32-128 px look tiny on a screen)."""
+    return image if image.width >= side else image.resize((side, side), Image.Resampling.LANCZOS)
+
+
+def in_page(fn: Callable) -> Callable:
+    """User mistakes (and a busy server) become a message in the page, not a stack trace."""
+    @functools.wraps(fn)
+    def wrapped(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except UserError as err:
+            raise gradio().Error(html.escape(str(err)), print_exception=False) from None
+    return wrapped
+
+
+class Page:
+    """What the page does when a face, a slider or a button changes (the layout is `build_page`'s)."""
+
+    def __init__(self, engine: Engine):
+        self.engine, self.classes = engine, engine.model.classes
+
+    def strip(self, face: Face) -> Image.Image:
+        images, labels = self.engine.transfer(face, "all")
+        return image_grid([figure_cells([face.image, *images])], col_labels=["input", *labels],
+                          background=self.engine.model.config.background)
+
+    def mixed(self, face: Face | None, weights: Sequence[float]) -> Any:
+        if face is None:
+            return gradio().skip()
+        return enlarge(self.engine.mix(face, dict(zip(self.classes, map(float, weights)))))
+
+    def show(self, face: Face, weights: Sequence[float]) -> tuple:
+        """Everything that changes with the face: state, classifier reading, strip, mix."""
+        return face, face.probabilities, self.strip(face), self.mixed(face, weights)
+
+    @in_page
+    def on_upload(self, payload: dict | None, *weights: float) -> tuple:
+        if not payload or not payload.get("path"):
+            return (gradio().skip(),) * 5
+        with open(payload["path"], "rb") as f:
+            data = f.read(self.engine.limits.max_upload_bytes + 1)  # enough to tell that a file is too large
+        return (None, *self.show(self.engine.upload(data), weights))
+
+    @in_page
+    def on_character(self, name: str, *weights: float) -> tuple:
+        face = self.engine.character(name)
+        return (enlarge(face.image), *self.show(face, weights))
+
+    @in_page
+    def on_random(self, *weights: float) -> tuple:
+        seed = random.randrange(2**31)
+        face = self.engine.random_face(seed)
+        gradio().Info(f"random face, seed {seed}")
+        return (enlarge(face.image), None, *self.show(face, weights))
+
+    @in_page
+    def on_slider(self, face: Face | None, *weights: float) -> Any:
+        return self.mixed(face, weights)
+
+    def preset(self, weights: dict[str, float]) -> Callable:
+        @in_page
+        def apply(face: Face | None) -> tuple:
+            values = [weights.get(c, 0.0) for c in self.classes]
+            return (*values, self.mixed(face, values))
+        return apply
+
+    @in_page
+    def on_morph(self, face: Face | None, start: str, end: str, frames: float, fps: float, loop: bool) -> str:
+        if face is None:
+            raise RequestError("choose a face first on the Expressions tab")
+        data = gif_bytes(self.engine.morph(face, [start, end], int(frames), loop), fps)
+        url = f"data:image/gif;base64,{b64(data)}"
+        name = f"morph_{start}_{end}.gif"
+        return (f'<img src="{url}" alt="morph {start} to {end}" class="morph" />'
+                f'<p><a href="{url}" download="{name}">Download {name}</a></p>')
+
+
+def build_page(engine: Engine) -> gr.Blocks:
+    """The Gradio Blocks page; every model call runs in Gradio's queue and through the engine's gate."""
+    gr = gradio()
+    classes, neutral, info, handlers = engine.model.classes, engine.neutral, engine.info(), Page(engine)
+    queued = {"concurrency_id": "model", "concurrency_limit": engine.limits.workers, "api_visibility": "private"}
+    default_mix = {c: (1.0 if c == "joy" else 0.0) for c in classes}
+    if "joy" not in classes:
+        default_mix[classes[0]] = 1.0
+    with gr.Blocks(title=f"fexgan · {info['name']}", analytics_enabled=False, delete_cache=(60, 300)) as page:
+        face = gr.State(None)
+        gr.Markdown(describe(info))
+        with gr.Tab("Expressions"):
+            with gr.Row():
+                with gr.Column():
+                    upload = gr.Image(label="Your face: upload, drop or paste", type="filepath",
+                                      sources=["upload", "clipboard"], height=SHOWN, elem_id="face")
+                    character = gr.Radio(list(engine.characters), value=next(iter(engine.characters)),
+                                         label="…or a toon character", elem_id="character")
+                    random_button = gr.Button("Random face (drawn by the decoder)", elem_id="random")
+                    reading = gr.Label(label="The model reads this face as", num_top_classes=3,
+                                       visible=engine.model.discriminator is not None)
+                with gr.Column():
+                    mix_image = gr.Image(label="Mixed expression", format="png", interactive=False, height=SHOWN,
+                                         elem_id="mix")
+                    sliders = [gr.Slider(0, 1, value=default_mix[c], step=0.05, label=c, elem_id=f"slider-{c}")
+                               for c in classes]
+                    with gr.Row():
+                        pairs = [(a, b) for a, b in MIXED_PAIRS if a in classes and b in classes]
+                        buttons = {f"{a} + {b}": {a: 0.5, b: 0.5} for a, b in pairs}
+                        buttons["reset"] = default_mix
+                        preset_buttons = {label: gr.Button(label, size="sm") for label in buttons}
+            strip_image = gr.Image(label="All expressions", format="png", interactive=False, elem_id="strip")
+        with gr.Tab("Morph"):
+            gr.Markdown("An animation of the face chosen on the Expressions tab, from one expression to another.")
+            with gr.Row():
+                start = gr.Dropdown(list(classes), value=neutral, label="from")
+                end = gr.Dropdown(list(classes), value="joy" if "joy" in classes else classes[-1], label="to")
+                frames = gr.Slider(4, engine.limits.max_frames, value=24, step=1, label="frames")
+                fps = gr.Slider(2, 30, value=12, step=1, label="frames per second")
+                loop = gr.Checkbox(value=True, label="loop back to the start")
+            make = gr.Button("Make GIF", variant="primary", elem_id="make-gif")
+            gif = gr.HTML(elem_id="gif")
+
+        shown = [face, reading, strip_image, mix_image]
+        # preprocess=False: the upload arrives as Gradio's file record, so the engine checks and
+        # decodes the file itself (a clear message for non-images and huge images)
+        upload.upload(handlers.on_upload, [upload, *sliders], [character, *shown], preprocess=False, **queued)
+        character.input(handlers.on_character, [character, *sliders], [upload, *shown], **queued)
+        page.load(handlers.on_character, [character, *sliders], [upload, *shown], **queued)
+        random_button.click(handlers.on_random, sliders, [upload, character, *shown], **queued)
+        gr.on([s.input for s in sliders], handlers.on_slider, [face, *sliders], mix_image, trigger_mode="always_last",
+              show_progress="hidden", **queued)
+        for label, button in preset_buttons.items():
+            button.click(handlers.preset(buttons[label]), face, [*sliders, mix_image], **queued)
+        make.click(handlers.on_morph, [face, start, end, frames, fps, loop], gif, **queued)
+    page.queue(max_size=engine.limits.max_waiting, default_concurrency_limit=engine.limits.workers)
+    return page
