@@ -99,26 +99,6 @@ def test_kill_9_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_
     assert leftovers == []  # temporary files of the killed write are cleaned up
 
 
-def test_a_model_write_makes_no_file_but_the_temporary_one_the_cleanup_knows(tmp_path: Path) -> None:
-    """Another process lists the folder without pause while a 64 MB model file is written five times:
-    the only names it ever sees are the file and `.NAME.*.tmp`, which the next checkpoint removes if a
-    kill leaves it (safetensors' own `save_file` writes through a `.tmpXXXXXX` of its own)."""
-    folder, stop = tmp_path / "models", tmp_path / "stop"
-    folder.mkdir()
-    watch = ("import os, sys\nseen = set()\n"
-             "while not os.path.exists(sys.argv[2]): seen.update(os.listdir(sys.argv[1]))\n"
-             "print('\\n'.join(sorted(seen)))\n")
-    watcher = subprocess.Popen([sys.executable, "-c", watch, str(folder), str(stop)], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    for _ in range(5):
-        ckpt.save_tensors(folder / "m.safetensors", {"w": torch.ones(16 << 20)}, {"format": "test"})
-    stop.touch()
-    seen = watcher.communicate(timeout=30)[0].split()
-    others = [n for n in seen if n != "m.safetensors"]
-    assert others and all(n.startswith(".m.safetensors.") and n.endswith(".tmp") for n in others), seen
-    assert load_file(folder / "m.safetensors")["w"].shape == (16 << 20,)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_sigint_and_sigterm_save_a_checkpoint_and_exit_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     run = tmp_path / "run"
@@ -193,14 +173,6 @@ def test_resume_after_a_damaged_checkpoint_continues_exactly_from_the_previous_o
     assert same_tensors(run / "checkpoints" / "step_0000006.safetensors", ref / "checkpoints" / "step_0000006.safetensors")
 
 
-def test_a_damaged_model_file_is_refused(ref: Path, tmp_path: Path) -> None:
-    bad = tmp_path / "model.safetensors"
-    shutil.copy(ref / "model.safetensors", bad)
-    flip_tensor_byte(bad)
-    with pytest.raises(UserError, match="corrupt: its tensors do not match the sha256"):
-        ckpt.load_model(bad)
-
-
 def test_the_last_k_and_the_best_by_validation_l1_are_kept(ref: Path) -> None:
     names = sorted(p.name for p in (ref / "checkpoints").iterdir())
     assert names == ["best.safetensors"] + [f"step_{s:07d}.{ext}" for s in (2, 4, 6) for ext in ("safetensors", "state.pt")]
@@ -250,20 +222,10 @@ def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(ref: Path, tmp
     assert not marker.exists()
 
 
-def test_a_model_of_another_architecture_says_what_it_expected_and_found(ref: Path, tmp_path: Path) -> None:
+def test_resuming_with_another_architecture_says_what_it_expected_and_found(ref: Path, tmp_path: Path) -> None:
     run = copy_run(ref, tmp_path / "run")
     with pytest.raises(UserError, match=r"width 0\.0625 \(run: 0\.125\)"):
         train(tiny(f"steps={STEPS + 2}", "model.width=0.125"), run, resume=True, progress=False)
-    tensors = load_file(str(ref / "model.safetensors"))
-    meta = ckpt.raw_metadata(ref / "model.safetensors")
-    config = json.loads(meta["model_config"])
-    save_file(tensors, str(tmp_path / "wide.safetensors"),
-              {**meta, "model_config": json.dumps({**config, "latent_dim": 32})})
-    with pytest.raises(UserError, match=r"has shape \(16, \d+\), expected \(32, \d+\) .*latent_dim=32"):
-        ckpt.load_model(tmp_path / "wide.safetensors")
-    save_file(tensors, str(tmp_path / "damaged.safetensors"), {**meta, "model_config": "{not json"})
-    with pytest.raises(UserError, match="configuration in its metadata is damaged"):
-        ckpt.load_model(tmp_path / "damaged.safetensors")
 
 
 # ----------------------------------------------------------------------------- bad data

@@ -201,6 +201,27 @@ def test_model_files_hold_the_moving_average_and_resume_restores_both(run_a: Pat
         train(tiny(face_folder, f"steps={STEPS + 2}"), tmp_path / "raw", resume=True, progress=False)
 
 
+def test_a_run_starts_from_a_model_files_weights_with_a_fresh_optimiser(run_a: Path, face_folder: Path,
+                                                                         tmp_path: Path) -> None:
+    """`init_from`: step 0 holds the file's weights (generator, its average and the discriminator), the
+    optimisers start empty, and the run records where it started; another architecture is refused."""
+    out = tmp_path / "from_a"
+    train(tiny(face_folder, "steps=2", f"init_from={run_a}"), out, progress=False)
+    start = ckpt.read_tensors(out / "checkpoints" / "step_0000000.safetensors")
+    source = ckpt.read_tensors(run_a / "model.safetensors")
+    assert start.keys() == source.keys() and all(torch.equal(start[k], source[k]) for k in source)
+    state = ckpt.load_state(out / "checkpoints" / "step_0000000.state.pt")
+    assert state["opt_g"]["state"] == {} and state["opt_d"]["state"] == {} and state["step"] == 0
+    assert all(torch.equal(v, source[f"generator.{k}"]) for k, v in state["generator_train"].items())
+    assert json.loads((out / "config.json").read_text())["init_from"] == str(run_a)
+    assert ckpt.read_metadata(out / "model.safetensors")[1]["init_from"] == str(run_a)
+    fresh = tmp_path / "fresh"
+    train(tiny(face_folder, "steps=2"), fresh, progress=False)
+    assert losses(out)[0]["rec"] != losses(fresh)[0]["rec"]  # the weights, not a fresh start, trained
+    with pytest.raises(UserError, match=r"init_from .* another model than this run's: model\.width=0\.0625 \(run: 0\.125\)"):
+        train(tiny(face_folder, "steps=2", f"init_from={run_a}", "model.width=0.125"), tmp_path / "wide", progress=False)
+
+
 # ----------------------------------------------------------------------------- whole runs
 def test_run_folder_holds_everything(run_a: Path, face_folder: Path) -> None:
     for name in ["config.json", "data.json", "log.jsonl", "model.safetensors", "loss_curves.png",

@@ -70,7 +70,14 @@ def write_report(r: dict, out: Path, figure: tuple[list[list[torch.Tensor]], lis
 
 
 def markdown(r: dict) -> str:
-    classes, t, judge = r["classes"], r["transfer"], r["judge"]["accuracy"]
+    """report.md: every table of an evaluation, ground truth first."""
+    sections = (_intro, _groundtruth, _table1, _transfers, _mixed, _realism)
+    return "\n".join([line for section in sections for line in section(r)] + ["## Figures", "", "![transfers](transfers.png)", ""])
+
+
+def _intro(r: dict) -> list[str]:
+    """What was evaluated, the judge, the headline."""
+    judge = r["judge"]["accuracy"]
     lines = [
         f"# Evaluation of `{r['model']}`", "",
         f"Data `{r['data']}` ({r['image_size']} px; split sizes train {r['split_sizes']['train']}, "
@@ -82,6 +89,12 @@ def markdown(r: dict) -> str:
         f"identity accuracy on {judge['n']} held-out real images.", "",
         "## Headline", "", *[f"- {line}" for line in headline(r)], "",
     ]
+    return lines
+
+
+def _groundtruth(r: dict) -> list[str]:
+    """Ground truth against the toon renderer, beside the do-nothing copy."""
+    lines: list[str] = []
     if r.get("groundtruth"):
         lines += ["## Ground truth (toon renderer)", "",
                   "The renderer draws the true target of every transfer: same character, same variation, target "
@@ -98,6 +111,12 @@ def markdown(r: dict) -> str:
                      fmt(g["ssim"]), fmt(c["ssim"]) if c else "-", fmt(g["sharpness"], 2)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    return lines
+
+
+def _table1(r: dict) -> list[str]:
+    """The paper's Table 1 beside ours."""
+    lines: list[str] = []
     lines += [
         "## Table 1: the discriminator's accuracy (the paper's table)", "",
         "Real: real images of the split with their expression. Fake: each of them transferred to a random target "
@@ -109,8 +128,14 @@ def markdown(r: dict) -> str:
         if split in r["table1"]:
             lines.append(f"| {split} (ours) | " + " | ".join(fmt(r["table1"][split][c]) for c in COLUMNS) + " |")
         lines.append(f"| {split} (paper, FERG-DB) | " + " | ".join(f"{r['paper_table1'][split][c]:.3f}" for c in COLUMNS) + " |")
+    return lines
+
+
+def _transfers(r: dict) -> list[str]:
+    """The judge's verdict on every transfer, per target and per character."""
+    classes, t = r["classes"], r["transfer"]
     jr = r["judge_real"]
-    lines += ["", "## Expression transfer, judged", "",
+    lines = ["", "## Expression transfer, judged", "",
               f"Each source of the {r['split']} split transferred to every expression. For reference, the judge on "
               f"the same real sources: expression {fmt(jr['expression'])}, identity {fmt(jr['identity'])}.", "",
               "| target | judge: expression accuracy | judge: identity preserved |", "|---|---|---|"]
@@ -122,6 +147,12 @@ def markdown(r: dict) -> str:
         lines += [f"| {name} | {fmt(m['expression_accuracy'])} | {fmt(m['identity_preservation'])} |"
                   for name, m in t["per_character"].items()] + [""]
     lines += ["![confusion](confusion.png)", ""]
+    return lines
+
+
+def _mixed(r: dict) -> list[str]:
+    """The paper's three mixed pairs, judged."""
+    lines: list[str] = []
     if r["mixed"]:
         truth = "truth_p_first" in next(iter(r["mixed"].values()))
         lines += ["## Mixed expressions (the paper's three pairs, 0.5 + 0.5)", "",
@@ -135,6 +166,12 @@ def markdown(r: dict) -> str:
             cells += [m["truth_p_first"], m["truth_p_second"]] if truth else []
             lines.append(f"| {name} | " + " | ".join(fmt(c) for c in cells) + " |")
         lines.append("")
+    return lines
+
+
+def _realism(r: dict) -> list[str]:
+    """FID and diversity in the judge's feature space."""
+    lines: list[str] = []
     re = r["realism"]
     lines += ["## Realism and diversity (judge feature space)", "",
               "FID: Frechet distance between feature statistics of real images of the split and generated images "
@@ -151,8 +188,7 @@ def markdown(r: dict) -> str:
     lines += [f"| diversity, random decoder samples | {re['diversity_samples']['value']:.3f} | {re['diversity_samples']['n']} |",
               f"| diversity, real images | {re['diversity_real']['value']:.3f} | {re['diversity_real']['n']} |", "",
               "![samples](samples.png)", ""]
-    lines += ["## Figures", "", "![transfers](transfers.png)", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def plot_confusion(t: dict, classes: list[str], path: Path) -> None:
