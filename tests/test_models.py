@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fexgan.config import IMAGE_SIZES, ModelConfig
-from fexgan.models import Decoder, Discriminator, Encoder, Generator
+from fexgan.models import Decoder, Discriminator, Dropout, Encoder, Generator
 
 B = 2
 
@@ -151,7 +151,7 @@ def test_decoder_matches_the_reference_table(paper_model: tuple[Generator, Discr
     for block, (_, _, dropout) in zip(dec.blocks, DECODER_TABLE):
         assert isinstance(block[0], nn.ConvTranspose2d) and block[0].bias is None
         assert isinstance(block[1], nn.BatchNorm2d) and isinstance(block[-1], nn.ReLU)
-        drops = [m for m in block if isinstance(m, nn.Dropout)]
+        drops = [m for m in block if isinstance(m, Dropout)]
         assert len(drops) == int(dropout) and all(d.p == 0.5 for d in drops)
     assert isinstance(dec.out[0], nn.ConvTranspose2d) and dec.out[0].bias is not None
     assert isinstance(dec.out[1], nn.Tanh)
@@ -174,7 +174,23 @@ def test_discriminator_matches_the_reference(paper_model: tuple[Generator, Discr
 
 def test_no_dropout_when_disabled() -> None:
     dec = Decoder(ModelConfig(image_size=64, width=0.25, dropout=0.0))
-    assert not any(isinstance(m, nn.Dropout) for m in dec.modules())
+    assert not any(isinstance(m, (Dropout, nn.Dropout)) for m in dec.modules())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_is_inverted_dropout_like_torchs(dtype: torch.dtype) -> None:
+    """Zeros with probability p, the rest scaled by 1 / (1 - p) (so the mean stays), gradients through
+    the kept units only, and the identity in eval mode."""
+    torch.manual_seed(0)
+    drop, x = Dropout(0.3), torch.ones(200_000, dtype=dtype, requires_grad=True)
+    y = drop(x)
+    zero = (y == 0).float().mean().item()
+    assert 0.295 < zero < 0.305 and y.dtype == dtype
+    assert torch.allclose(y[y != 0].float(), torch.tensor(1 / 0.7), rtol=1e-2)
+    assert abs(y.float().mean().item() - 1.0) < 0.01
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)
+    assert torch.equal(drop.eval()(x), x)
 
 
 def test_width_scales_every_channel_count() -> None:

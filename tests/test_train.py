@@ -19,7 +19,8 @@ from fexgan.data import PairSampler, load_source, split_indices
 from fexgan.errors import UserError
 from fexgan.runs import prepare_run
 from fexgan.snapshots import sample_sources, write_sample_grid
-from fexgan.solver import build_nets, ema_decay_at, make_batch, train_step
+from fexgan.devices import bf16_support
+from fexgan.solver import autocast_for, build_nets, ema_decay_at, make_batch, precision, train_step
 from fexgan.train import train
 
 from conftest import losses, same_tensors
@@ -95,6 +96,53 @@ def test_one_step_changes_every_parameter_of_both_networks(step_setup: tuple) ->
     assert all(p.requires_grad for p in nets.D.parameters())  # D is unfrozen again after G's update
     assert {"d_total", "g_total", "rec", "kl", "g_adv", "g_cls", "d_real", "d_fake"} <= set(out)
     assert all(torch.isfinite(v) for v in out.values())
+
+
+BF16 = bf16_support(CPU)
+
+
+def test_precision_is_bf16_only_where_the_cpu_has_it_and_amp_is_on(face_folder: Path) -> None:
+    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in Path("/proc/cpuinfo").read_text()]
+    assert (BF16 is not None) == bool(flags)
+    assert precision(tiny(face_folder), CPU) == "fp32 (amp=false)"  # the tests' preset: the same numbers everywhere
+    on = precision(tiny(face_folder, "amp=true"), CPU)
+    assert on == (f"bf16 autocast (CPU {' + '.join(flags)})" if flags else "fp32 (no native bf16 on this cpu)")
+    assert autocast_for(tiny(face_folder, "amp=true"), CPU).fast_dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(BF16 is None, reason="this CPU has no native bf16 (avx512_bf16 / amx_bf16): the fp32 path is what runs")
+def test_a_bf16_step_keeps_weights_optimiser_and_average_in_fp32_and_is_close_to_fp32(face_folder: Path) -> None:
+    """Same initial weights and batch, one step each way: bf16 autocast moves the losses by little and
+    leaves every stored tensor fp32."""
+    results = {}
+    for amp in ("false", "true"):
+        cfg = tiny(face_folder, f"amp={amp}")
+        data = load_source(cfg.data, 32)
+        torch.manual_seed(0)
+        nets = build_nets(cfg, CPU)
+        batch = make_batch(data, data.images, *PairSampler(data, split_indices(data, 0.2)[0], cfg.batch_size, seed=0
+                                                           ).next_batch(), cfg, torch.Generator().manual_seed(1), CPU)
+        torch.manual_seed(1)
+        results[amp] = train_step(nets, batch, cfg, cfg.alpha, autocast_for(cfg, CPU), ema_decay=0.5)
+    assert autocast_for(cfg, CPU).fast_dtype == torch.bfloat16 and autocast_for(cfg, CPU)._enabled
+    stored = [*nets.G.state_dict().values(), *nets.D.state_dict().values(), *nets.G_ema.state_dict().values(),
+              *(v for opt in (nets.opt_g, nets.opt_d) for st in opt.state.values() for v in st.values()
+                if torch.is_tensor(v) and v.numel() > 1)]
+    assert {t.dtype for t in stored if t.is_floating_point()} == {torch.float32}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in results["true"].values())
+    for k in ("d_total", "g_adv", "g_cls", "rec", "kl"):
+        assert results["true"][k] == pytest.approx(float(results["false"][k]), rel=0.03), k
+
+
+@pytest.mark.skipif(BF16 is None, reason="this CPU has no native bf16")
+def test_a_bf16_run_trains_without_tripping_the_divergence_guard(face_folder: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    model = train(tiny(face_folder, "amp=true", "steps=40", "lr=1e-3"), tmp_path / "run", progress=False)
+    assert "precision: bf16 autocast" in capsys.readouterr().out
+    log = losses(tmp_path / "run")
+    assert len(log) == 40 and "rolled back" not in capsys.readouterr().err
+    assert log[-1]["rec"] < 0.8 * log[0]["rec"]  # it learns
+    assert ckpt.read_metadata(model)[1]["precision"].startswith("bf16")
 
 
 def _freeze_learning_rate(nets) -> None:

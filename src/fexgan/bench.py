@@ -5,13 +5,15 @@ For each preset `run_bench` measures
 - efficiency: FLOPs per training image (`torch.utils.flop_counter` over one real `train_step`),
   achieved GFLOP/s, and that as a share of this machine's peak, measured right after the preset
   (so both see the same load on a shared machine) with a large `torch.mm` and, because MKL's
-  matrix multiply can be 2x below what the CPU does (AMD), also with a large convolution;
+  matrix multiply can be 2x below what the CPU does (AMD), also with a large convolution, in the
+  precision the step runs in (bf16 autocast where the device has native bf16, else fp32), and the
+  convolution peak in fp32 and bf16 side by side;
 - inference: latency of one transfer and images/s of batched transfers (the evaluation path);
 - data: images/s of the toon renderer, of building and of loading the data cache, and the time of
   `make_batch` as a share of a step (the loader must not be the bottleneck);
 - peak memory: resident set size on CPU (reset before each preset where Linux allows it), max
   allocated memory on CUDA.
-Everything goes through the training code itself (`fexgan.train.build_nets / make_batch /
+Everything goes through the training code itself (`fexgan.solver.build_nets / make_batch /
 train_step`), so the numbers are those of `fexgan train`. On CUDA every timer is bracketed by
 `torch.cuda.synchronize()`.
 """
@@ -37,8 +39,8 @@ from fexgan.data import ImageSet, PairSampler, load_source, split_indices
 from fexgan.errors import UserError
 from fexgan.metrics.generated import transfer
 from fexgan.threads import ThreadTuner
-from fexgan.devices import pick_device
-from fexgan.solver import Nets, autocast_for, build_nets, make_batch, train_step
+from fexgan.devices import bf16_support, pick_device
+from fexgan.solver import Nets, autocast_for, build_nets, make_batch, precision, train_step
 
 DATA_PER_CLASS = 10    # toon:10 = 6 characters x 7 expressions x 10 = 420 images: enough for any preset's batch
 WARMUP = 3             # untimed steps first: oneDNN / cuDNN pick their kernels, torch.compile compiles
@@ -248,7 +250,8 @@ def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[
     cpu = device.type == "cpu"
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    amp = cfg.amp and device.type == "cuda"
+    mode = precision(cfg, device)
+    amp = mode.startswith("bf16")
     peak_dtype = torch.bfloat16 if amp else torch.float32
     log(f"{preset}: data")
     data, data_stats = bench_data(cfg)
@@ -274,6 +277,8 @@ def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[
     peaks = peaks_by_threads(device, peak_dtype, tuner.candidates)
     mm_peak = max(p["mm"].wall for p in peaks.values())
     peak = max(mm_peak, *(p["conv"].wall for p in peaks.values()))
+    conv_peaks = {str(dtype).removeprefix("torch."): conv_peak(device, dtype).wall
+                  for dtype in (torch.float32, *((torch.bfloat16,) if bf16_support(device) else ()))}
     achieved = flops / step_t.wall / 1e9
     training = {"step_ms": 1000 * step_t.wall, "images_per_s": cfg.batch_size / step_t.wall,
                 "first_step_s": first_step_s, "threads": threads,
@@ -281,6 +286,7 @@ def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[
     efficiency = {"per_step": flops, "per_image": flops / cfg.batch_size, "achieved_gflops": achieved,
                   "peak_dtype": str(peak_dtype).removeprefix("torch."), "matmul_peak_gflops": mm_peak,
                   "peak_gflops": peak, "fraction_of_matmul_peak": achieved / mm_peak, "fraction_of_peak": achieved / peak,
+                  "conv_peak_fp32_gflops": conv_peaks["float32"], "conv_peak_bf16_gflops": conv_peaks.get("bfloat16"),
                   "peaks_by_threads": {str(t): {k: v.wall for k, v in p.items()} for t, p in peaks.items()}}
     if cpu:  # CPU seconds: the work itself, whatever share of the cores other processes took
         training.update(cpu_ms_per_step=1000 * step_t.cpu, cpu_utilisation=step_t.cpu / step_t.wall / threads)
@@ -289,7 +295,7 @@ def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[
                           fraction_of_peak_cpu_time=per_cpu_s / max(p.cpu for p in peaks[threads].values()))
     return {
         "preset": preset, "image_size": cfg.model.image_size, "width": cfg.model.width,
-        "batch_size": cfg.batch_size, "amp_bf16": amp, "channels_last": cfg.channels_last,
+        "batch_size": cfg.batch_size, "amp_bf16": amp, "precision": mode, "channels_last": cfg.channels_last,
         "compile": cfg.compile, "timed_steps": steps, "load_average_after": load_average(),
         "training": training, "flops": efficiency, "inference": inference,
         "data": {**data_stats, "make_batch_ms": 1000 * batch_t.wall, "make_batch_share_of_step": batch_t.wall / step_t.wall},
@@ -318,6 +324,7 @@ def run_bench(presets: list[str], device: str = "auto", steps: int = 10, overrid
 # ----------------------------------------------------------------------------- report
 ROWS: list[tuple[str, str, str]] = [   # (label, path in a preset's results, format)
     ("image size / batch", "image_size/batch_size", "{} px / {}"),
+    ("precision", "precision", "{}"),
     ("train images/s", "training.images_per_s", "{:.1f}"),
     ("time per step (median)", "training.step_ms", "{:.1f} ms"),
     ("threads", "training.threads", "{}"),
@@ -326,8 +333,10 @@ ROWS: list[tuple[str, str, str]] = [   # (label, path in a preset's results, for
     ("achieved GFLOP/s", "flops.achieved_gflops", "{:.1f}"),
     ("matmul peak GFLOP/s (torch.mm)", "flops.matmul_peak_gflops", "{:.1f}"),
     ("share of matmul peak", "flops.fraction_of_matmul_peak", "{:.0%}"),
-    ("peak GFLOP/s (max of mm, conv)", "flops.peak_gflops", "{:.1f}"),
-    ("share of peak", "flops.fraction_of_peak", "{:.0%}"),
+    ("conv peak GFLOP/s, fp32", "flops.conv_peak_fp32_gflops", "{:.1f}"),
+    ("conv peak GFLOP/s, bf16", "flops.conv_peak_bf16_gflops", "{:.1f}"),
+    ("peak GFLOP/s (max of mm, conv; in the step's precision)", "flops.peak_gflops", "{:.1f}"),
+    ("share of that peak", "flops.fraction_of_peak", "{:.0%}"),
     ("share of peak, CPU time", "flops.fraction_of_peak_cpu_time", "{:.0%}"),
     ("CPU utilisation", "training.cpu_utilisation", "{:.0%}"),
     ("transfer latency (1 image)", "inference.latency_ms", "{:.1f} ms"),

@@ -44,6 +44,25 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout (zero with probability p, scale the rest by 1 / (1 - p)), as `nn.Dropout`, with
+    its mask drawn by `torch.rand`: on the CPU `nn.Dropout`'s `bernoulli_` is 5x slower (2.4 ms for
+    the 8 px block's 32 x 128 x 8 x 8 at the `cpu` preset, 4 % of a step)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def _down(cin: int, cout: int, norm: bool, act: bool) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]
     if norm:
@@ -92,7 +111,7 @@ class Decoder(nn.Module):
             size *= 2
             layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout)]
             if size <= 8 and cfg.dropout > 0:  # the reference drops out in the 2, 4 and 8 px blocks
-                layers.append(nn.Dropout(cfg.dropout))
+                layers.append(Dropout(cfg.dropout))
             layers.append(nn.ReLU(inplace=True))
             blocks.append(nn.Sequential(*layers))
             cin = cout

@@ -13,6 +13,7 @@ from fexgan import distributed as dist_
 from fexgan.checkpoint import LoadedModel, unwrap
 from fexgan.config import TrainConfig
 from fexgan.data import ImageSet, augment, to_model_input
+from fexgan.devices import bf16_support
 from fexgan.losses import discriminator_loss, generator_loss
 from fexgan.models import Discriminator, Generator, build_discriminator, build_generator
 
@@ -70,9 +71,18 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     return Nets(G, D, opt_g, opt_d, G_ema)
 
 
+def precision(cfg: TrainConfig, device: torch.device) -> str:
+    """'bf16 (why)' where `cfg.amp` and the device computes bf16 natively, else 'fp32 (why)'."""
+    native = bf16_support(device)
+    if not cfg.amp:
+        return "fp32 (amp=false)"
+    return f"bf16 autocast ({native})" if native else f"fp32 (no native bf16 on this {device.type})"
+
+
 def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA when `cfg.amp` (tensor cores); a no-op context on CPU."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    """bf16 autocast where `precision` says bf16 (convolutions and dense layers in bf16), else a no-op.
+    Weights, gradients, optimiser state, the moving average and the losses stay fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision(cfg, device).startswith("bf16"))
 
 
 def ema_decay_at(cfg: TrainConfig, step: int) -> float:
@@ -104,8 +114,8 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         fake, mu, log_sigma = G(batch["source"], batch["source_affect"], batch["target_affect"])
         real_logit, real_cls = D(batch["source"])
         fake_logit, fake_cls = D(fake.detach())
-        d_losses = discriminator_loss(real_logit, real_cls, batch["source_class"], fake_logit, fake_cls,
-                                      batch["target_class"])
+    d_losses = discriminator_loss(real_logit.float(), real_cls.float(), batch["source_class"], fake_logit.float(),
+                                  fake_cls.float(), batch["target_class"])  # losses in fp32, from raw logits
     nets.opt_d.zero_grad(set_to_none=True)
     d_losses["d_total"].backward()
     check_finite(d_losses["d_total"], D, "discriminator", ctx)
@@ -115,8 +125,9 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
     try:
         with autocast:  # ... and goes around D's DDP wrapper, so no gradient sync leaks into D
             fake_logit, fake_cls = unwrap(D)(fake)
-            g_losses = generator_loss(fake_logit, fake_cls, batch["target_class"], mu, log_sigma, fake.float(),
-                                      batch["target"], cfg.alpha, alpha_binary, cfg.beta, cfg.gamma)
+        g_losses = generator_loss(fake_logit.float(), fake_cls.float(), batch["target_class"], mu.float(),
+                                  log_sigma.float(), fake.float(), batch["target"], cfg.alpha, alpha_binary, cfg.beta,
+                                  cfg.gamma)
         nets.opt_g.zero_grad(set_to_none=True)
         g_losses["g_total"].backward()
         check_finite(g_losses["g_total"], G, "generator", ctx)

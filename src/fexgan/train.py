@@ -24,7 +24,8 @@ from fexgan.data import PairSampler, check_coverage, load_source, split_indices
 from fexgan.devices import pick_device
 from fexgan.errors import UserError, warn
 from fexgan.snapshots import sample_sources, validation, validation_batch, write_sample_grid
-from fexgan.solver import Diverged, autocast_for, build_nets, ema_decay_at, load_weights, make_batch, set_lr, train_step
+from fexgan.solver import (Diverged, autocast_for, build_nets, ema_decay_at, load_weights, make_batch, precision, set_lr,
+                           train_step)
 from fexgan.threads import ThreadTuner
 from fexgan.visuals import plot_losses
 
@@ -78,7 +79,9 @@ class Trainer:
         self.images = images.to(self.device) if self.device.type == "cuda" and images.numel() < 4e9 else images
         if self.device.type == "cpu" and torch.cuda.is_available():
             self.images = self.images.pin_memory()
-        self.autocast = autocast_for(cfg, self.device)
+        self.autocast, self.precision = autocast_for(cfg, self.device), precision(cfg, self.device)
+        if self.main:
+            print(f"precision: {self.precision}")
         # threads=0 on CPU: time real steps with 1, 2, ... cores and keep the fastest (a shared machine can
         # make one thread several times faster than all); under torchrun the launcher splits the cores
         self.tuner = ThreadTuner(torch.get_num_threads(),
@@ -263,7 +266,7 @@ class Trainer:
         summary = {"steps": self.step, "epochs": round(self.step / self.sampler.steps_per_epoch, 2), "data": cfg.data,
                    "minutes": round((self.elapsed_before + time.time() - self.start) / 60, 2), "images": len(self.data),
                    "identities": self.data.identities, "device": str(self.device), "processes": self.ctx.world,
-                   "global_batch": cfg.batch_size, "replicas_identical": in_sync,
+                   "global_batch": cfg.batch_size, "precision": self.precision, "replicas_identical": in_sync,
                    **({"init_from": cfg.init_from} if cfg.init_from else {}),
                    **{k: round(v, 6 if k == "val_l1" else 4) for k, v in val.items()}}
         model_path = out / "model.safetensors"
