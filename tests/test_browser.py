@@ -1,6 +1,7 @@
 """The web demo in a real headless Chromium (Debian's `chromium`, driven by Playwright): upload a
-face, see the strip of expressions, move a slider and see a new mix, make a morph GIF, get a clear
-message for a file that is not an image, and never reach outside the machine.
+transparent face, see the strip of expressions, move a slider and see a new (transparent) mix, download
+a sprite sheet, make a morph GIF and a WebP, get a clear message for a file that is not an image, and
+never reach outside the machine.
 
 FEXGAN_TEST_MODEL=model.safetensors FEXGAN_TEST_SCREENSHOT=docs/web_demo.png runs the same test on
 another model and keeps its screenshot (that is how docs/web_demo.png was made).
@@ -80,13 +81,18 @@ def test_upload_slide_morph_and_screenshot(page_url: str, tmp_path: Path, tiny_m
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
 
-            page.locator("#face input[type=file]").set_input_files(not_an_image)
-            page.get_by_text("not an image").first.wait_for(timeout=30_000)
+            page.locator("#make-sheet").click()
+            page.locator("#sheet img").wait_for(timeout=60_000)
+            sheet_src = page.locator("#sheet img").get_attribute("src")
+            names = page.locator("#sheet a").evaluate_all("links => links.map(a => a.download)")
 
             page.get_by_role("tab", name="Morph").click()
             page.locator("#make-gif").click()
             page.locator("#gif img").wait_for(timeout=60_000)
             assert page.locator("#gif img").get_attribute("src").startswith("data:image/gif;base64,")
+
+            page.locator("#face input[type=file]").set_input_files(not_an_image)
+            page.get_by_text("not an image").first.wait_for(timeout=30_000)
         finally:
             browser.close()
     assert shot.stat().st_size > 20_000
@@ -95,7 +101,13 @@ def test_upload_slide_morph_and_screenshot(page_url: str, tmp_path: Path, tiny_m
     pixels = Image.fromarray(prepare_image(face.read_bytes(), model.config.image_size, model.config.background))
     reading = model.classify(pixels)
     weights = {c: 0.0 for c in model.classes} | {"joy": 0.4, "surprise": 0.7}
-    expected = enlarge(model.mix(pixels, weights, source=max(reading, key=reading.get)))
-    shown = Image.open(io.BytesIO(served_mix)).convert("RGB")
-    assert shown.size == expected.size and np.array_equal(np.asarray(shown), np.asarray(expected))
+    expected = enlarge(model.mix(face.read_bytes(), weights, source=max(reading, key=reading.get)))
+    shown = Image.open(io.BytesIO(served_mix))
+    assert shown.mode == expected.mode == "RGBA" and shown.size == expected.size
+    assert np.array_equal(np.asarray(shown), np.asarray(expected))
+    # the sprite sheet download: every expression, transparent where the upload is
+    sheet = Image.open(io.BytesIO(base64.b64decode(sheet_src.split(",", 1)[1])))
+    size = model.config.image_size
+    assert sheet.mode == "RGBA" and sheet.size == (7 * size, size) and sheet.getpixel((0, 0))[3] == 0
+    assert names == ["expressions_sheet.png", "expressions_sheet.json"]
     assert outside == [], f"the page fetched from outside the machine: {outside}"

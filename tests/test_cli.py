@@ -89,7 +89,9 @@ def test_tiny_preset_trains_on_its_default_toon_data(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [["sample", "RUN", "--expression", "joy", "--out", "o.png"],
-                                     ["transfer", "RUN", "FACE", "--to", "joy", "--out", "o"], ["figures", "RUN"]])
+                                     ["transfer", "RUN", "FACE", "--to", "joy", "--out", "o"],
+                                     ["mix", "RUN", "FACE", "--affect", "joy", "--out", "o.png"],
+                                     ["morph", "RUN", "FACE", "--to", "joy", "--out", "o.gif"], ["figures", "RUN"]])
 def test_an_unknown_device_is_one_line_in_every_command(tmp_path: Path, finished_run: Path, command: list[str]) -> None:
     from fexgan import toon
 

@@ -15,14 +15,14 @@ from PIL import Image
 
 import fexgan
 from fexgan import checkpoint as ckpt
-from fexgan import figures, generate
+from fexgan import figures
 from fexgan.checkpoint import save_model
 from fexgan.config import build_config
 from fexgan.data import load_source, to_model_input
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 from fexgan.generate import FExGAN
-from fexgan.outputs import save_gif
+from fexgan.animation import animation_bytes, save_frames
 from fexgan.models import Discriminator, Generator
 from conftest import draw_face
 
@@ -213,23 +213,30 @@ def test_morph_passes_through_affect_space(lively: FExGAN, faces: dict[str, Path
     assert _same(loop[8], lively.transfer(faces["a"], to="surprise"))
     assert _differ(loop[-1], loop[0]) > 0           # the last frame leads into the first, not a copy
 
-    blend = lively.morph_faces(faces["a"], faces["b"], "joy", frames=6)
-    assert _same(blend[0], frames[-1]) and _same(blend[-1], lively.transfer(faces["b"], to="joy"))
+    blend = lively.morph_faces(faces["a"], faces["b"], "joy", frames=6, matte="none")
+    assert _same(blend[0], lively.transfer(faces["a"], to="joy", matte="none"))
+    assert _same(blend[-1], lively.transfer(faces["b"], to="joy", matte="none"))
+    mattes = [np.asarray(im.getchannel("A")) for im in lively.morph_faces(faces["a"], faces["b"], "joy", frames=6)]
+    ends = [np.asarray(lively.transfer(f, to="joy").getchannel("A")) for f in (faces["a"], faces["b"])]
+    assert np.array_equal(mattes[0], ends[0]) and np.abs(mattes[-1].astype(int) - ends[1]).max() <= 16
+    assert all(m[(ends[0] == 0) & (ends[1] == 0)].max() == 0 for m in mattes)   # clear in both: clear throughout
     assert all(_same(x, y, 0) for x, y in zip(frames, lively.morph(faces["a"], ["neutral", "joy"], frames=9)))
     for bad in (1, 5000):
         with pytest.raises(UserError, match="frames must be between 2 and"):
             lively.morph(faces["a"], ["joy"], frames=bad)
 
 
-def test_save_gif_and_frames(lively: FExGAN, faces: dict[str, Path], tmp_path: Path) -> None:
+def test_gif_and_frames(lively: FExGAN, faces: dict[str, Path], tmp_path: Path) -> None:
     frames = lively.morph(faces["a"], ["anger", "surprise"], frames=10)
-    path = save_gif(frames, tmp_path / "sub" / "m.gif", fps=10, frames_dir=tmp_path / "frames")
+    path = tmp_path / "m.gif"
+    path.write_bytes(animation_bytes(frames, "gif", fps=10))
     gif = Image.open(path)
     assert gif.n_frames == 10 and gif.info["loop"] == 0 and gif.info["duration"] == 100
-    pngs = sorted((tmp_path / "frames").glob("*.png"))
-    assert len(pngs) == 10 and all(_same(Image.open(p), f, 0) for p, f in zip(pngs, frames))
-    with pytest.raises(UserError, match="must be a .gif"):
-        save_gif(frames, tmp_path / "m.png")
+    pngs = save_frames(frames, tmp_path / "frames")
+    assert [p.name for p in pngs] == [f"frame_{i:04d}.png" for i in range(10)]
+    assert all(_same(Image.open(p), f, 0) for p, f in zip(pngs, frames))
+    with pytest.raises(UserError, match="fps must be between"):
+        animation_bytes(frames, "gif", fps=100)
 
 
 def test_figures_sizes_and_neutral_val_faces(run: Path, model: FExGAN, tmp_path: Path) -> None:
@@ -290,8 +297,8 @@ def test_cli_morph_and_figures(run: Path, faces: dict[str, Path], tmp_path: Path
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "frames").glob("frame_*.png"))) == 7
     gif = Image.open(tmp_path / "m.gif")
-    assert gif.size == (32, 32) and 2 <= gif.n_frames <= 7           # identical neighbours merge in a GIF
-    assert sum(_frame_durations(gif)) == 7 * 100
+    assert gif.size == (32, 32) and gif.n_frames == 7 and "(7 frames each, read back)" in r.stderr
+    assert _frame_durations(gif) == [100] * 7
     r = _cli("morph", run, faces["a"], "--face-b", faces["b"], "--frames", 4, "--out", tmp_path / "faces.gif")
     assert r.returncode == 0, r.stderr
 
@@ -319,7 +326,7 @@ BAD_INPUTS = [
     (["sample", "{tmp}/nothing", "--out", "{tmp}/s.png"], "MODEL is a run folder"),
     (["mix", "{run}", "{a}", "--affect", "anger=much", "--out", "{tmp}/m.png"], "is not a number"),
     (["morph", "{run}", "{a}", "--to", "joy", "--frames", "1", "--out", "{tmp}/m.gif"], "frames must be between 2"),
-    (["morph", "{run}", "{a}", "--to", "joy", "--out", "{tmp}/m.png"], "must be a .gif"),
+    (["morph", "{run}", "{a}", "--to", "joy", "--out", "{tmp}/m.txt"], "must be an animation file"),
     (["morph", "{run}", "{a}", "--out", "{tmp}/m.gif"], "nothing to morph"),
     (["figures", "{tmp}", "--out", "{tmp}/f"], "is not a run folder"),
 ]

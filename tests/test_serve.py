@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import numpy as np
 from PIL import Image
 
 from fexgan import toon
@@ -116,9 +117,9 @@ def test_mix_sample_morph_classify(api: httpx.Client, face: bytes) -> None:
     gif = api.post("/api/morph", files={"image": ("face.png", face)},
                    data={"from": "neutral", "to": "surprise", "frames": 6, "fps": 10})
     assert gif.headers["content-type"] == "image/gif"
-    assert image_of(gif).n_frames >= 2  # identical consecutive frames may merge
+    assert image_of(gif).n_frames == 6 and gif.headers["x-frames"] == "6"  # every frame, identical ones too
     body = api.post("/api/morph", data={"character": "cleo", "frames": 4, "format": "json"}).json()
-    assert body["frames"] == 4 and Image.open(io.BytesIO(base64.b64decode(body["gif"]))).format == "GIF"
+    assert body["frames"] == 4 and Image.open(io.BytesIO(base64.b64decode(body["gif"]))).n_frames == 4
 
     reading = api.post("/api/classify", files={"image": ("face.png", face)}).json()
     assert set(reading["probabilities"]) == set(EXPRESSIONS)
@@ -130,24 +131,55 @@ def test_the_api_returns_what_the_library_computes(api: httpx.Client, face: byte
     """/api/transfer, /api/mix and /api/classify on an uploaded face: the same pixels and probabilities as
     `FExGAN.transfer` / `mix` / `classify` on the same bytes (one preprocessing, one encode/decode path)."""
     import fexgan
-    import numpy as np
 
     model = fexgan.load(tiny_model, "cpu")
     upload = {"image": ("face.png", face, "image/png")}
     body = api.post("/api/transfer", files=upload, data={"source": "neutral", "format": "json"}).json()
-    served = [np.asarray(Image.open(io.BytesIO(base64.b64decode(i["png"]))).convert("RGB")) for i in body["images"]]
+    served = [np.asarray(Image.open(io.BytesIO(base64.b64decode(i["png"])))) for i in body["images"]]
     library = [np.asarray(im) for im in model.transfer(face, to="all", source="neutral")]
-    assert len(served) == len(library) == 7
+    assert len(served) == len(library) == 7 and served[0].shape == (SIZE, SIZE, 4)   # RGBA: the upload is
     assert all(np.array_equal(a, b) for a, b in zip(served, library))
 
     mixed = np.asarray(image_of(api.post("/api/mix", files=upload, data={"affect": "anger=0.5,sadness=0.5",
-                                                                          "source": "neutral"})).convert("RGB"))
-    assert np.array_equal(mixed, np.asarray(model.mix(face, "anger=0.5,sadness=0.5", source="neutral")))
+                                                                          "source": "neutral", "size": 64})))
+    assert np.array_equal(mixed, np.asarray(model.mix(face, "anger=0.5,sadness=0.5", source="neutral", size=64)))
 
     served_p = api.post("/api/classify", files=upload).json()["probabilities"]
     library_p = model.classify(face)
     assert set(served_p) == set(library_p)
     assert all(abs(served_p[k] - library_p[k]) < 1e-4 for k in served_p), (served_p, library_p)
+
+
+def test_a_transparent_face_stays_transparent_in_every_endpoint(api: httpx.Client) -> None:
+    """A 128 px transparent PNG in, transparent PNG/APNG/WebP/GIF out at 128 px: every pixel clear in the
+    input is clear in the output, every opaque one opaque."""
+    face = toon.render_face(toon.make_characters(3)[2], "neutral", size=128)
+    a = np.asarray(face.getchannel("A"))
+    clear, solid = a == 0, a == 255
+    upload = {"image": ("face.png", png_bytes(face), "image/png")}
+
+    def cut_out(image: Image.Image) -> bool:
+        got = np.asarray(image.convert("RGBA").getchannel("A"))
+        return got.shape == a.shape and got[clear].max() == 0 and got[solid].min() == 255
+
+    strip = api.post("/api/transfer", files=upload, data={"size": 128})
+    assert "upscaled from the model's 32 px to 128 px" in strip.headers["x-upscaled"]
+    sheet = image_of(strip)
+    assert sheet.size == (7 * 128, 128) and all(cut_out(sheet.crop((x, 0, x + 128, 128))) for x in range(0, 896, 128))
+    body = api.post("/api/transfer", files=upload, data={"to": "joy", "size": 128, "format": "sheet"}).json()
+    assert body["layout"]["frames"][0]["filename"] == "joy" and body["layout"]["meta"]["size"] == {"w": 128, "h": 128}
+    assert cut_out(Image.open(io.BytesIO(base64.b64decode(body["png"]))))
+    assert cut_out(image_of(api.post("/api/mix", files=upload, data={"affect": "joy=0.5,surprise=0.5", "size": 128})))
+    for kind in ("gif", "apng", "webp"):  # joy to joy: five identical frames, all kept
+        anim = image_of(api.post("/api/morph", files=upload, data={"from": "joy", "to": "joy", "frames": 5,
+                                                                   "size": 128, "format": kind}))
+        assert anim.n_frames == 5, kind
+        anim.seek(4)
+        assert cut_out(anim), kind
+    assert np.asarray(image_of(api.post("/api/transfer", files=upload, data={"to": "joy", "matte": "none"}))).shape == (
+        SIZE, SIZE, 3)
+    drawn = image_of(api.post("/api/sample", data={"expression": "joy", "n": 2, "matte": "key"}))
+    assert drawn.mode == "RGBA" and drawn.size == (2 * SIZE, SIZE)
 
 
 BAD_REQUESTS = {
@@ -169,6 +201,11 @@ BAD_REQUESTS = {
     "too many samples": ("/api/sample", {"n": 1000}, None, 400, ["16"]),
     "too many frames": ("/api/morph", {"character": "ada", "frames": 5000}, None, 400, ["frames", "96"]),
     "bad format": ("/api/transfer", {"character": "ada", "format": "xml"}, None, 400, ["xml", "json"]),
+    "bad animation format": ("/api/morph", {"character": "ada", "format": "mp4"}, None, 400, ["mp4", "apng", "webp"]),
+    "size too large": ("/api/transfer", {"character": "ada", "size": 5000}, None, 400, ["size", "1024"]),
+    "unknown matte": ("/api/mix", {"character": "ada", "affect": "joy", "matte": "green"}, None, 400, ["green", "key"]),
+    "negative weight": ("/api/mix", {"character": "ada", "affect": "joy=-1"}, None, 400, ["negative"]),
+    "bare list": ("/api/transfer", {"character": "ada", "to": "joy,anger"}, None, 400, ["without weights"]),
     "unknown endpoint": ("/api/smile", {"character": "ada"}, None, 404, ["/api/smile"]),
 }
 

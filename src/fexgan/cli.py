@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from fexgan.cli_generate import MODEL_HELP, generation
 from fexgan.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -162,90 +163,7 @@ def data_show(
 
 
 # ----------------------------------------------------------------------------- generation
-MODEL_HELP = "run folder, .safetensors model file or shipped model name"
-
-
-@app.command()
-def sample(
-    model: str = typer.Argument(..., help=MODEL_HELP),
-    expression: str = typer.Option("all", help="expression name, an affect like anger=0.5,sadness=0.5, or all"),
-    n: int = typer.Option(16, help="samples per expression (1-1024)"),
-    seed: int = typer.Option(0, help="random seed of the latents"),
-    out: Path = typer.Option(..., help="output image (.png/.jpg)"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-) -> None:
-    """Faces drawn by the decoder alone from random latents (paper Fig. 4)."""
-    from fexgan.generate import FExGAN
-    from fexgan.outputs import write_sample
-
-    console.print(f"wrote {write_sample(FExGAN.load(model, device), expression, n, seed, out)}")
-
-
-@app.command()
-def transfer(
-    model: str = typer.Argument(..., help=MODEL_HELP),
-    images: list[Path] = typer.Argument(..., help="image files and/or folders of images"),
-    to: str = typer.Option(..., help="target expression, or all for a strip of every expression"),
-    from_: Optional[str] = typer.Option(None, "--from", help="source expression (default: predicted by the discriminator)"),
-    keep_size: bool = typer.Option(False, help="give each output its input's size"),
-    sample_latent: bool = typer.Option(False, help="draw the latent from N(mu, sigma) instead of using mu"),
-    seed: int = typer.Option(0, help="random seed for --sample-latent"),
-    out: Path = typer.Option(Path("."), help="output folder"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-) -> None:
-    """Turn faces to another expression: one PNG per input, or a strip of all 7 (paper Fig. 5)."""
-    from fexgan.generate import FExGAN
-    from fexgan.outputs import collect_images, write_transfers
-
-    files = collect_images(images)
-    written = write_transfers(FExGAN.load(model, device), files, to, out, from_, keep_size, sample_latent, seed)
-    console.print(f"wrote {len(written)} image(s) to {out}")
-
-
-@app.command()
-def mix(
-    model: str = typer.Argument(..., help=MODEL_HELP),
-    image: Path = typer.Argument(..., help="image file"),
-    affect: list[str] = typer.Option(..., help="affect vector, e.g. anger=0.5,sadness=0.5 (repeatable)"),
-    from_: Optional[str] = typer.Option(None, "--from", help="source expression (default: predicted)"),
-    keep_size: bool = typer.Option(False, help="give each output the input's size"),
-    out: Path = typer.Option(..., help="output image (a strip when several --affect), or a folder"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-) -> None:
-    """A face with any mix of expressions (paper Fig. 6)."""
-    from fexgan.generate import FExGAN
-    from fexgan.outputs import write_mix
-
-    written = write_mix(FExGAN.load(model, device), image, affect, out, from_, keep_size)
-    console.print(f"wrote {', '.join(map(str, written))}")
-
-
-@app.command()
-def morph(
-    model: str = typer.Argument(..., help=MODEL_HELP),
-    image: Path = typer.Argument(..., help="image file"),
-    from_: str = typer.Option("neutral", "--from", help="first expression of the animation"),
-    to: Optional[str] = typer.Option(None, help="last expression (default: the --from one)"),
-    via: list[str] = typer.Option([], help="expressions to pass through on the way (repeatable)"),
-    frames: int = typer.Option(24, help="number of frames (2-1000)"),
-    loop: bool = typer.Option(False, help="return to the start, for a seamless loop"),
-    fps: float = typer.Option(12, help="frames per second of the GIF"),
-    face_b: Optional[Path] = typer.Option(None, help="second face: also move from IMAGE's latent to this one's"),
-    source: Optional[str] = typer.Option(None, help="expression of IMAGE (and --face-b) (default: predicted)"),
-    out: Path = typer.Option(..., help="output .gif"),
-    frames_dir: Optional[Path] = typer.Option(None, help="also write every frame as PNG here"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-) -> None:
-    """A smooth animation through affect space (and optionally from one face to another) as a GIF."""
-    from fexgan.generate import FExGAN
-    from fexgan.outputs import save_gif
-
-    if to is None and not via and face_b is None:
-        raise UserError("nothing to morph: give --to EXPRESSION, --via EXPRESSION or --face-b IMAGE")
-    path = [from_, *via, to if to is not None else from_]
-    clip = FExGAN.load(model, device).morph(image, path, frames, loop, source, face_b, source)
-    save_gif(clip, out, fps, frames_dir)
-    console.print(f"wrote {out} ({frames} frames){f' and PNG frames in {frames_dir}' if frames_dir else ''}")
+app.add_typer(generation)  # sample, transfer, mix, morph: fexgan.cli_generate
 
 
 @app.command()

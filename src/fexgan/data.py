@@ -62,16 +62,22 @@ def open_image(source: str | Path | Image.Image | bytes) -> Image.Image:
     return img.convert("RGBA")
 
 
+def check_image_size(img: Image.Image) -> Image.Image:
+    """The image, or a UserError when a side is under MIN_IMAGE_SIDE pixels."""
+    w, h = img.size
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise UserError(f"image is {w}x{h} px; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} is needed")
+    return img
+
+
 def prepare_image(source: str | Path | Image.Image | bytes, size: int,
                   background: Background = (255, 255, 255)) -> np.ndarray:
     """The one preprocessing path: decode, composite alpha over `background`, pad to square, resize.
 
     Returns uint8 (size, size, 3).
     """
-    img = open_image(source)
+    img = check_image_size(open_image(source))
     w, h = img.size
-    if min(w, h) < MIN_IMAGE_SIDE:
-        raise UserError(f"image is {w}x{h} px; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} is needed")
     canvas = Image.new("RGBA", (max(w, h),) * 2, tuple(background) + (255,))
     canvas.alpha_composite(img, ((max(w, h) - w) // 2, (max(w, h) - h) // 2))
     rgb = canvas.convert("RGB")

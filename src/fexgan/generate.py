@@ -5,12 +5,14 @@
     joy = model.transfer("face.png", to="joy")     # PIL in, PIL out
     strip = model.transfer("face.png", to="all")   # one image per expression
     both = model.mix("face.png", "anger=0.5,sadness=0.5")
-    frames = model.morph("face.png", ["neutral", "joy", "surprise"], frames=36, loop=True)
-    save_gif(frames, "anim.gif", fps=12)
+    frames = model.morph("face.png", ["neutral", "joy", "surprise"], frames=36, loop=True, size=256)
+    Path("anim.webp").write_bytes(animation_bytes(frames, "webp", fps=12))   # fexgan.animation
 
 Images go in as PIL images, paths or bytes (any size and mode, through `fexgan.data.prepare_image`);
-a single image gives a single result and a sequence gives a list. The `*_tensor` methods take and
-return batches in [-1, 1] on the model's device. Encodings use the latent mean unless
+a single image gives a single result and a sequence gives a list. Outputs are the model's size, or
+`size` px square, or each input's size with `keep_size`; an input with transparency gives RGBA
+outputs with its silhouette as their matte (`matte`, see `fexgan.matte`). The `*_tensor` methods
+take and return batches in [-1, 1] on the model's device. Encodings use the latent mean unless
 `sample_latent=True`; everything random is drawn from a `torch.Generator` seeded by `seed`, on the
 CPU, so results are the same for a seed on any device.
 """
@@ -28,10 +30,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fexgan.checkpoint import LoadedModel, load_model, resolve_model
-from fexgan.data import from_pil, open_image, to_pil
+from fexgan.data import check_image_size, from_pil, open_image, to_pil
 from fexgan.devices import pick_device
 from fexgan.errors import UserError
 from fexgan.expressions import parse_affect
+from fexgan.matte import check_matte, check_size, finish, finish_between
 
 ImageInput = Union[Image.Image, str, Path, bytes]
 # An affect: an expression name, 'anger=0.5,sadness=0.5', {'anger': 0.5, ...}, a class index or a vector.
@@ -56,6 +59,7 @@ def ease(t: torch.Tensor) -> torch.Tensor:
 
 
 def check_range(name: str, value: int, low: int, high: int) -> int:
+    """`value`, or a UserError naming `name` and the range it must be in."""
     if not low <= value <= high:
         raise UserError(f"{name} must be between {low} and {high}, got {value}")
     return value
@@ -94,9 +98,9 @@ class FExGAN:
         """One affect vector (classes,) from a name, 'anger=0.5,sadness=0.5', a dict, an index or a vector."""
         n = len(self.classes)
         if isinstance(spec, str):
-            return parse_affect(spec, self.classes)
+            return self._check_weights(parse_affect(_one_affect(spec), self.classes))
         if isinstance(spec, Mapping):
-            return parse_affect(",".join(f"{k}={v}" for k, v in spec.items()), self.classes)
+            return self._check_weights(parse_affect(",".join(f"{k}={v}" for k, v in spec.items()), self.classes))
         if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
             if not 0 <= spec < n:
                 raise UserError(f"expression index {spec} is out of range 0..{n - 1}")
@@ -110,6 +114,17 @@ class FExGAN:
             raise UserError(f"an affect vector needs {n} numbers ({', '.join(self.classes)}), got shape {tuple(vec.shape)}")
         if not bool(torch.isfinite(vec).all()):
             raise UserError("affect vector has non-finite values")
+        return self._check_weights(vec)
+
+    def _check_weights(self, vec: torch.Tensor) -> torch.Tensor:
+        """Weights are 0 (absent) to 1 (full; more exaggerates); negative or all-zero ones mean nothing."""
+        negative = [f"{c}={w:g}" for c, w in zip(self.classes, vec.tolist()) if w < 0]
+        if negative:
+            raise UserError(f"affect weight {', '.join(negative)} is negative; weights run from 0 (absent) to 1 "
+                            f"(full), e.g. anger=0.5,sadness=0.5")
+        if not bool((vec > 0).any()):
+            raise UserError("the affect has no weight above 0; give at least one expression, e.g. joy or "
+                            "joy=0.5,surprise=0.5")
         return vec
 
     def targets(self, to: Affect | Sequence[Affect]) -> tuple[torch.Tensor, list[str], bool]:
@@ -122,12 +137,17 @@ class FExGAN:
         return vectors, [affect_name(v, self.classes) for v in vectors], several
 
     def _open(self, images: ImageInput | Sequence[ImageInput]) -> tuple[list[Image.Image], bool]:
-        """Decoded RGBA images and whether a single one was given."""
+        """Decoded RGBA images (each checked to be large enough) and whether a single one was given."""
         single = isinstance(images, (Image.Image, str, Path, bytes))
         items = [images] if single else list(images)
         if not items:
             raise UserError("no images given")
-        return [open_image(im) for im in items], single
+        return [check_image_size(open_image(im)) for im in items], single
+
+    def _finish(self, faces: torch.Tensor, original: Image.Image | None, matte: str, size: int | None,
+                keep_size: bool = False) -> list[Image.Image]:
+        """Model outputs (N, 3, S, S) of one input -> PIL images of the asked size and matte."""
+        return finish(to_pil(faces), original, self.config.background, matte, size, keep_size)
 
     def prepare(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         """Images -> model input (B, 3, S, S) in [-1, 1] on the model's device."""
@@ -189,11 +209,14 @@ class FExGAN:
         return out.view(b, t, *out.shape[1:])
 
     # ------------------------------------------------------------------------- PIL API
-    def sample(self, expression: Affect = "joy", n: int = 16, seed: int = 0) -> list[Image.Image] | list[list[Image.Image]]:
+    def sample(self, expression: Affect = "joy", n: int = 16, seed: int = 0, size: int | None = None,
+               matte: str = "none") -> list[Image.Image] | list[list[Image.Image]]:
         """n faces of an expression drawn by the decoder alone; 'all' gives one list per expression,
-        column j using the same latent in every list."""
+        column j using the same latent in every list. `matte="key"` cuts them out of the background."""
+        check_matte(matte, has_input=False)
+        check_size(size)
         vectors, _, several = self.targets(expression)
-        rows = [to_pil(self.sample_tensor(v, n, seed)) for v in vectors]
+        rows = [self._finish(self.sample_tensor(v, n, seed), None, matte, size) for v in vectors]
         return rows if several else rows[0]
 
     def classify(self, images: ImageInput | Sequence[ImageInput]) -> dict[str, float] | list[dict[str, float]]:
@@ -212,30 +235,37 @@ class FExGAN:
 
     def transfer(self, images: ImageInput | Sequence[ImageInput], to: Affect | Sequence[Affect] = "joy",
                  source: Affect | None = None, keep_size: bool = False, sample_latent: bool = False,
-                 seed: int = 0) -> Any:
+                 seed: int = 0, size: int | None = None, matte: str = "auto") -> Any:
         """Re-draw faces with another expression. `to` is one affect (-> one image per input) or 'all'
-        / a list (-> a list per input). `keep_size` gives each output its input's size and aspect."""
+        / a list (-> a list per input). `keep_size` gives each output its input's size and aspect,
+        `size` a square of that side; `matte` (auto | input | outline | key | none) its alpha."""
+        check_matte(matte)
+        check_size(size, keep_size)
         pils, single = self._open(images)
         vectors, _, several = self.targets(to)
         out = self.transfer_tensor(self.prepare(pils), vectors, source, sample_latent, seed)
         results = []
         for original, faces in zip(pils, out):
-            imgs = [restore_size(im, original.size) if keep_size else im for im in to_pil(faces)]
+            imgs = self._finish(faces, original, matte, size, keep_size)
             results.append(imgs if several else imgs[0])
         return results[0] if single else results
 
-    def mix(self, image: ImageInput, affect: Affect, source: Affect | None = None, keep_size: bool = False) -> Image.Image:
+    def mix(self, image: ImageInput, affect: Affect, source: Affect | None = None, keep_size: bool = False,
+            size: int | None = None, matte: str = "auto") -> Image.Image:
         """One face with any affect vector, e.g. 'anger=0.5,sadness=0.5' (paper Fig. 6)."""
-        return self.transfer(image, self.affect(affect), source, keep_size)
+        return self.transfer(image, self.affect(affect), source, keep_size, size=size, matte=matte)
 
     @torch.inference_mode()
     def morph(self, image: ImageInput, path: Sequence[Affect] = ("neutral", "joy"), frames: int = 24,
               loop: bool = False, source: Affect | None = None, face_b: ImageInput | None = None,
-              source_b: Affect | None = None) -> list[Image.Image]:
+              source_b: Affect | None = None, size: int | None = None, matte: str = "auto") -> list[Image.Image]:
         """Frames moving smoothly through affect space along `path` (names or affects). With `loop` the
         path returns to its start and the last frame leads into the first. With `face_b` the latent
-        moves from this face to face_b's at the same time."""
+        moves from this face to face_b's at the same time. Every frame has the input's matte (with
+        face_b: the two silhouettes blended as the latent moves)."""
         check_range("frames", frames, 2, MAX_FRAMES)
+        check_matte(matte)
+        check_size(size)
         if not path:
             raise UserError("a morph needs at least one expression in its path")
         keys = torch.stack([self.affect(p) for p in path])
@@ -246,24 +276,31 @@ class FExGAN:
         seg = pos.floor().long().clamp(max=max(len(keys) - 2, 0))
         e = ease(pos - seg)[:, None]
         affects = keys[seg] * (1 - e) + keys[(seg + 1).clamp(max=len(keys) - 1)] * e
-        x = self.prepare(image)
+        (original,), _ = self._open(image)
+        x = self.prepare(original)
         z = self.encode_tensor(x, source)
-        if face_b is not None:
-            w = ease(1 - (2 * u - 1).abs()) if loop else ease(u)
-            z = torch.lerp(z, self.encode(face_b, source_b)[None], w[:, None].to(self.device))
-        return to_pil(self.decode_tensor(z.expand(frames, -1), affects, x.expand(frames, -1, -1, -1)))
+        if face_b is None:
+            drawn = self.decode_tensor(z.expand(frames, -1), affects, x.expand(frames, -1, -1, -1))
+            return self._finish(drawn, original, matte, size)
+        (other,), _ = self._open(face_b)
+        w = ease(1 - (2 * u - 1).abs()) if loop else ease(u)
+        z = torch.lerp(z, self.encode(other, source_b)[None], w[:, None].to(self.device))
+        drawn = self.decode_tensor(z, affects, x.expand(frames, -1, -1, -1))
+        return finish_between(to_pil(drawn), original, other, w.tolist(), self.config.background, matte, size)
 
     def morph_faces(self, image_a: ImageInput, image_b: ImageInput, expression: Affect = "neutral",
                     frames: int = 24, loop: bool = False, source_a: Affect | None = None,
-                    source_b: Affect | None = None) -> list[Image.Image]:
+                    source_b: Affect | None = None, size: int | None = None, matte: str = "auto") -> list[Image.Image]:
         """Frames interpolating between two faces' latents, both shown with `expression`."""
-        return self.morph(image_a, [expression], frames, loop, source_a, image_b, source_b)
+        return self.morph(image_a, [expression], frames, loop, source_a, image_b, source_b, size, matte)
 
 
-def restore_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Undo `prepare_image`'s pad-to-square and resize: scale to the padded square, crop the padding."""
-    w, h = size
-    side = max(w, h)
-    square = image.resize((side, side), Image.Resampling.LANCZOS)
-    left, top = (side - w) // 2, (side - h) // 2
-    return square.crop((left, top, left + w, top + h))
+
+def _one_affect(text: str) -> str:
+    """A string affect, refused when it lists bare names ('joy,anger'), which could mean two targets."""
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if len(parts) > 1 and any("=" not in p for p in parts):
+        raise UserError(f"'{text}' lists expressions without weights: for several outputs give them apart "
+                        f"(--to joy --to anger, or a list in Python); for one mixed expression give weights "
+                        f"(joy=0.5,anger=0.5)")
+    return text

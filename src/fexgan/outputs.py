@@ -1,49 +1,56 @@
-"""Files the generation commands write: sample sheets, transfers, mixes, GIF animations and frames,
-one output per input without collisions."""
+"""Files the generation commands write: for every input (files, folders) one output in the asked
+format, named without collisions (or refused before any work, naming the clash), with a progress
+bar for several inputs; an unreadable input is one warning line and the others go on.
+
+Formats (`--format`): png (one PNG per target), strip (a labelled sheet for people), sheet (an
+unlabelled sprite sheet + JSON), frames (numbered PNGs), gif / apng / webp (animations).
+"""
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
 
-from fexgan.data import IMAGE_SUFFIXES, open_image, prepare_image
-from fexgan.errors import UserError
+from fexgan.animation import animation_bytes, frame_count, kind_of, save_frames, save_image, save_sheet, write_bytes
+from fexgan.data import IMAGE_SUFFIXES, check_image_size, open_image, prepare_image
+from fexgan.errors import UserError, warn
 from fexgan.figures import figure_cells
 from fexgan.generate import BATCH, FExGAN, affect_name
 from fexgan.visuals import image_grid
 
-
-def gif_bytes(frames: Sequence[Image.Image], fps: float = 12) -> bytes:
-    """Frames as a looping GIF in memory (identical consecutive frames merge, keeping their time)."""
-    if not 0.5 <= fps <= 50:
-        raise UserError(f"fps must be between 0.5 and 50, got {fps}")
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=list(frames[1:]), duration=round(1000 / fps),
-                   loop=0)
-    return buffer.getvalue()
-
-
-def save_gif(frames: Sequence[Image.Image], path: str | Path, fps: float = 12,
-             frames_dir: str | Path | None = None) -> Path:
-    """Write frames as a looping GIF (see `gif_bytes`) and, with `frames_dir`, as numbered PNGs."""
-    path = Path(path)
-    if path.suffix.lower() != ".gif":
-        raise UserError(f"output {path} must be a .gif file")
-    data = gif_bytes(frames, fps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    if frames_dir is not None:
-        folder = Path(frames_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, frame in enumerate(frames):
-            frame.save(folder / f"frame_{i:04d}.png")
-    return path
-
-
+FORMATS = ("png", "strip", "sheet", "frames", "gif", "apng", "webp")
+ANIMATION_FORMATS = ("gif", "apng", "webp")
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class Job:
+    """How one generation command writes what it makes of each input."""
+
+    command: str
+    labels: list[str]                     # one per image made of an input (targets or frames)
+    fmt: str
+    out: Path                             # a folder, or for a single input a file
+    fps: float = 12
+    columns: int | None = None
+    strip_name: str = "all"               # a labelled strip is <stem>_<strip_name>.png
+    meta: dict[str, Any] = field(default_factory=dict)   # extra fields of a sheet's JSON
+
+
+@dataclass
+class Report:
+    """What a command wrote: files, how many inputs, the ones skipped, frame counts read back, and
+    the largest side of an output (to say when it is upscaled)."""
+
+    paths: list[Path] = field(default_factory=list)
+    inputs: int = 0
+    skipped: list[str] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)
+    largest: int = 0
 
 
 def image_output(path: str | Path) -> Path:
@@ -52,6 +59,38 @@ def image_output(path: str | Path) -> Path:
     if path.suffix.lower() not in IMAGE_OUTPUTS:
         raise UserError(f"output {path} needs an image suffix ({', '.join(IMAGE_OUTPUTS)})")
     return path
+
+
+def is_file_out(out: Path) -> bool:
+    """An --out that names a file (it has a suffix and is not an existing folder)."""
+    return bool(out.suffix) and not out.is_dir()
+
+
+def folder_out(out: Path, command: str) -> Path:
+    """An --out for a command writing a folder; one that looks like a file is an error."""
+    if is_file_out(out):
+        raise UserError(f"--out {out} looks like a file, but {command} writes a folder here (one output per input "
+                        f"and format); give a folder, e.g. --out {out.with_suffix('')}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, but {command} writes a folder; give a folder")
+    return out
+
+
+def file_out(out: Path, fmt: str, command: str) -> Path:
+    """An --out for a single file of `fmt`; one that looks like a folder, or of the wrong kind, is an error."""
+    if not is_file_out(out):
+        raise UserError(f"--out {out} looks like a folder, but {command} --format {fmt} writes one file here; "
+                        f"give a file, e.g. --out {out / 'out'}{'.gif' if fmt in ANIMATION_FORMATS else '.png'}")
+    if fmt == "frames":
+        raise UserError(f"--format frames writes a folder of PNGs; give a folder, e.g. --out {out.with_suffix('')}")
+    if fmt in ANIMATION_FORMATS:
+        if kind_of(out) != fmt:
+            raise UserError(f"--out {out} does not fit --format {fmt}; name it *{'.png' if fmt == 'apng' else '.' + fmt}")
+    elif fmt == "sheet" and out.suffix.lower() not in (".png", ".webp"):
+        raise UserError(f"a sprite sheet is a .png or .webp file, not {out.name}")
+    else:
+        image_output(out)
+    return out
 
 
 def collect_images(items: Sequence[str | Path]) -> list[Path]:
@@ -73,78 +112,224 @@ def collect_images(items: Sequence[str | Path]) -> list[Path]:
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:
-    """A distinct output name per input: its stem, with its folder's name (then a number) when stems clash."""
+    """A distinct output name per input: its stem; when stems clash, with its suffix (huge_png and
+    huge_jpg), else with its folder's name (a_face, b_face), else with its position."""
     stems = [p.stem for p in paths]
-    stems = [f"{p.parent.name}_{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
-    return [f"{s}_{i}" if stems.count(s) > 1 else s for i, s in enumerate(stems)]
+    names = []
+    for i, (path, stem) in enumerate(zip(paths, stems)):
+        twins = [q for q in paths if q.stem == stem]
+        if len(twins) == 1:
+            names.append(stem)
+        elif len({q.suffix.lower() for q in twins}) == len(twins):
+            names.append(f"{stem}_{path.suffix.lstrip('.').lower()}")
+        elif len({q.parent.name for q in twins}) == len(twins):
+            names.append(f"{path.parent.name}_{stem}")
+        else:
+            names.append(f"{stem}_{i}")
+    return names
 
 
-def write_sample(model: FExGAN, expression: str, n: int, seed: int, out: str | Path) -> Path:
-    """A grid of decoder samples: rows of 8 for one expression, or a row per expression for 'all'."""
-    out = image_output(out)
-    vectors, labels, several = model.targets(expression)
-    faces = model.sample(expression, n, seed)
-    if several:
-        rows = [figure_cells(row) for row in faces]
-        sheet = image_grid(rows, labels, title=f"random samples, seed {seed} (same latent in each column)")
-    else:
-        rows = [figure_cells(faces[i:i + 8]) for i in range(0, n, 8)]
-        sheet = image_grid(rows, title=f"{labels[0]}, seed {seed}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out
+def planned(job: Job, stem: str) -> list[Path]:
+    """The paths `write_set` writes for one input named `stem` (in folder mode: job.out is a folder)."""
+    folder = job.out
+    if job.fmt == "png":
+        return [folder / f"{stem}_{label}.png" for label in job.labels]
+    if job.fmt == "strip":
+        return [folder / f"{stem}_{job.strip_name}.png"]
+    if job.fmt == "sheet":
+        return [folder / f"{stem}_sheet.png", folder / f"{stem}_sheet.json"]
+    if job.fmt == "frames":
+        return [folder / f"{stem}_frames" / f"frame_{i:04d}.png" for i in range(len(job.labels))]
+    return [folder / f"{stem}{'.png' if job.fmt == 'apng' else '.' + job.fmt}"]
 
 
-def write_transfers(model: FExGAN, inputs: Sequence[Path], to: str, out_dir: str | Path, source: str | None = None,
-                    keep_size: bool = False, sample_latent: bool = False, seed: int = 0) -> list[Path]:
-    """Each input to `to`: <stem>_<expression>.png, or for 'all' a labelled strip <stem>_all.png
-    (the input as the model sees it, then every expression)."""
-    out_dir = Path(out_dir)
-    vectors, labels, several = model.targets(to)
+def check_clashes(job: Job, inputs: Sequence[Path], stems: Sequence[str]) -> None:
+    """Refuse, before any work, outputs that would overwrite each other or an input."""
+    seen: dict[Path, Path] = {}
+    sources = {p.resolve(): p for p in inputs}
+    for path, stem in zip(inputs, stems):
+        for target in planned(job, stem):
+            key = target.resolve()
+            if key in sources:
+                raise UserError(f"output {target} would overwrite the input {sources[key]}; choose another --out")
+            if key in seen:
+                which = "twice for" if seen[key] == path else f"for both {seen[key]} and"
+                raise UserError(f"output {target} would be written {which} {path}; give each target once, or "
+                                f"rename the inputs")
+            seen[key] = path
+
+
+def write_set(job: Job, images: Sequence[Image.Image], shown: Image.Image | None, stem: str | None,
+              background: tuple[int, int, int] = (255, 255, 255), source: str | None = None) -> tuple[list[Path], int | None]:
+    """One input's images in job.fmt: under the folder job.out (named after `stem`), or, with stem None,
+    to the file job.out. Returns the paths and, for an animation, its frame count read back."""
+    paths = planned(job, stem) if stem is not None else [job.out, job.out.with_suffix(".json")]
+    if job.fmt == "png":
+        return [save_image(im, p) for im, p in zip(images, paths)], None
+    if job.fmt == "strip":
+        cells = figure_cells([shown, *images] if shown is not None else list(images))
+        labels = ["input", *job.labels] if shown is not None else job.labels
+        return [save_image(image_grid([cells], col_labels=labels, background=background), paths[0])], None
+    if job.fmt == "sheet":
+        meta = {**job.meta, **({"source": source} if source else {})}
+        return save_sheet(images, job.labels, paths[0], job.columns, **meta), None
+    if job.fmt == "frames":
+        return save_frames(images, paths[0].parent), None
+    data = animation_bytes(images, job.fmt, job.fps)
+    return [write_bytes(paths[0], data)], frame_count(data)
+
+
+def _progress(total: int, what: str, show: bool) -> Any:
+    """A progress bar on stderr for `total` inputs (off for one input or when not asked for)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("inputs"),
+                    TimeRemainingColumn(), console=Console(stderr=True), disable=not show or total < 2)
+
+
+def _readable(paths: Sequence[Path], report: Report) -> list[tuple[int, Image.Image]]:
+    """(position, image) of the inputs that open; each one that does not is a warning line (an error
+    when it is the only input)."""
+    opened = []
+    for i, path in enumerate(paths):
+        try:
+            opened.append((i, check_image_size(open_image(path))))
+        except UserError as err:
+            if report.inputs == 1:
+                raise
+            warn(f"skipped {path}: {err}")
+            report.skipped.append(str(path))
+    return opened
+
+
+def run_inputs(job: Job, inputs: Sequence[Path], make: Callable[[list[Image.Image]], list[list[Image.Image]]],
+               shown: Callable[[Image.Image], Image.Image] | None = None, background: tuple[int, int, int] = (255, 255, 255),
+               batch: int = BATCH, progress: bool = True) -> Report:
+    """Make and write every input's images, `batch` inputs per call of `make` (originals -> images per
+    input); the file job.out for a single input when it names a file, else one set per input in it."""
+    single_file = is_file_out(job.out)
+    if single_file and len(inputs) != 1:
+        raise UserError(f"--out {job.out} is one file, but there are {len(inputs)} inputs; give a folder")
+    if single_file and job.fmt == "png" and len(job.labels) != 1:
+        raise UserError(f"{len(job.labels)} images do not fit one file {job.out}; give --format strip or sheet, "
+                        f"or a folder")
+    stems = output_stems(inputs)
+    if not single_file:
+        check_clashes(job, inputs, stems)
+    report = Report(inputs=len(inputs))
+    with _progress(len(inputs), job.command, progress) as bar:
+        task = bar.add_task(job.command, total=len(inputs))
+        for start in range(0, len(inputs), batch):
+            chunk = inputs[start:start + batch]
+            opened = _readable(chunk, report)
+            results = make([im for _, im in opened]) if opened else []
+            for (i, original), images in zip(opened, results):
+                paths, frames = write_set(job, images, shown(original) if shown else None,
+                                          None if single_file else stems[start + i], background, chunk[i].name)
+                report.paths += paths
+                report.frames += [frames] if frames is not None else []
+                report.largest = max(report.largest, *images[0].size)
+            bar.advance(task, len(chunk))
+    if not report.largest:
+        raise UserError(f"none of the {len(inputs)} input(s) could be read (see the lines above)")
+    return report
+
+
+def targets_of(model: FExGAN, specs: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
+    """Affects (T, classes) and labels of --to/--affect values: each 'all' (every expression) or one affect."""
+    if not specs:
+        raise UserError("give at least one target, e.g. --to joy, --to all or --affect anger=0.5,sadness=0.5")
+    vectors = []
+    for spec in specs:
+        vectors += list(torch.eye(len(model.classes))) if spec.strip().lower() == "all" else [model.affect(spec)]
+    stacked = torch.stack(vectors)
+    return stacked, [affect_name(v, model.classes) for v in stacked]
+
+
+def model_meta(model: FExGAN) -> dict[str, Any]:
+    """What a sheet's JSON says of the model that drew it."""
+    path = model.path or Path("model")
+    return {"model": path.parent.name if path.stem == "model" else path.stem, "model_size": model.config.image_size}
+
+
+def write_faces(model: FExGAN, inputs: Sequence[Path], specs: Sequence[str], out: Path, fmt: str | None = None,
+                source: str | None = None, keep_size: bool = False, size: int | None = None, matte: str = "auto",
+                columns: int | None = None, fps: float = 2, sample_latent: bool = False, seed: int = 0,
+                command: str = "transfer", progress: bool = True) -> Report:
+    """transfer and mix: each input to every target of `specs` (each 'all' or an affect), written as `fmt`
+    (default: strip for several targets into one file or for 'all', else png)."""
+    vectors, labels = targets_of(model, specs)
     if source is not None:
         model.affect(source)  # a bad --from fails before any work
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stems, size, background = output_stems(inputs), model.config.image_size, model.config.background
-    written = []
-    for start in range(0, len(inputs), BATCH):
-        originals = [open_image(p) for p in inputs[start:start + BATCH]]
-        results = model.transfer(originals, vectors if several else vectors[0], source, keep_size, sample_latent, seed)
-        for stem, original, result in zip(stems[start:start + BATCH], originals, results):
-            if several:
-                shown = original if keep_size else Image.fromarray(prepare_image(original, size, background))
-                path = out_dir / f"{stem}_all.png"
-                image_grid([figure_cells([shown, *result])], col_labels=["input", *labels], background=background).save(path)
-            else:
-                path = out_dir / f"{stem}_{labels[0]}.png"
-                result.save(path)
-            written.append(path)
-    return written
+    several = len(labels) > 1
+    fmt = fmt or ("strip" if (several and is_file_out(out)) or [s.lower() for s in specs] == ["all"] else "png")
+    check_format(fmt, FORMATS, command)
+    job = Job(command, labels, fmt, file_out(out, fmt, command) if is_file_out(out) else folder_out(out, command),
+              fps, columns, "all" if [s.lower() for s in specs] == ["all"] else "strip", model_meta(model))
+    c = model.config
+
+    def make(originals: list[Image.Image]) -> list[list[Image.Image]]:
+        return model.transfer(originals, list(vectors), source, keep_size, sample_latent, seed, size, matte)
+
+    def shown(original: Image.Image) -> Image.Image:
+        return original if keep_size else Image.fromarray(prepare_image(original, c.image_size, c.background))
+
+    return run_inputs(job, inputs, make, shown if fmt == "strip" else None, c.background, progress=progress)
 
 
-def write_mix(model: FExGAN, image: Path, affects: Sequence[str], out: str | Path, source: str | None = None,
-              keep_size: bool = False) -> list[Path]:
-    """Mixed expressions of one face. `out` with an image suffix: that file (a labelled strip of the
-    input and every mix when there are several); otherwise a folder of <stem>_<affect>.png."""
-    if not affects:
-        raise UserError("give at least one --affect, e.g. --affect anger=0.5,sadness=0.5")
-    out = Path(out)
-    vectors = torch.stack([model.affect(a) for a in affects])
-    labels = [affect_name(v, model.classes) for v in vectors]
-    original = open_image(image)
-    results = model.transfer(original, list(vectors), source, keep_size)
-    if out.suffix:
-        out = image_output(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if len(results) == 1:
-            results[0].save(out)
-        else:
-            c = model.config
-            shown = original if keep_size else Image.fromarray(prepare_image(original, c.image_size, c.background))
-            image_grid([figure_cells([shown, *results])], col_labels=["input", *labels], background=c.background).save(out)
-        return [out]
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for label, result in zip(labels, results):
-        written.append(out / f"{image.stem}_{label}.png")
-        result.save(written[-1])
-    return written
+def write_morphs(model: FExGAN, inputs: Sequence[Path], path: Sequence[str], out: Path, fmt: str | None = None,
+                 frames: int = 24, loop: bool = False, fps: float = 12, source: str | None = None,
+                 face_b: Path | None = None, size: int | None = None, matte: str = "auto", columns: int | None = None,
+                 frames_dir: Path | None = None, progress: bool = True) -> Report:
+    """morph: each input's animation (gif | apng | webp, by default from --out's suffix, else gif), sprite
+    sheet or PNG frames; with `frames_dir` (one input) also its PNG frames there."""
+    for p in path:
+        model.affect(p)
+    fmt = fmt or (kind_of(out) if is_file_out(out) else "gif")
+    check_format(fmt, (*ANIMATION_FORMATS, "sheet", "frames"), "morph")
+    job = Job("morph", [f"frame_{i:04d}" for i in range(frames)], fmt,
+              file_out(out, fmt, "morph") if is_file_out(out) else folder_out(out, "morph"), fps, columns,
+              meta={**model_meta(model), "fps": fps, "loop": loop})
+    if frames_dir is not None and len(inputs) != 1:
+        raise UserError("--frames-dir is for one input; for several give --format frames (a folder per input)")
+
+    def make(originals: list[Image.Image]) -> list[list[Image.Image]]:
+        clip = model.morph(originals[0], list(path), frames, loop, source, face_b, source, size, matte)
+        if frames_dir is not None:
+            save_frames(clip, frames_dir)
+        return [clip]
+
+    return run_inputs(job, inputs, make, background=model.config.background, batch=1, progress=progress)
+
+
+def check_format(fmt: str, allowed: Sequence[str], command: str) -> str:
+    """A format this command writes."""
+    if fmt not in allowed:
+        raise UserError(f"{command} writes --format {' | '.join(allowed)}, not '{fmt}'")
+    return fmt
+
+
+def write_sample(model: FExGAN, expression: str, n: int, seed: int, out: Path, fmt: str = "strip",
+                 size: int | None = None, matte: str = "none", fps: float = 2) -> Report:
+    """Decoder samples: a labelled grid (strip; rows of 8, or a row per expression for 'all'), or as
+    any other format: a sprite sheet with a row per expression, PNGs, frames, an animation."""
+    check_format(fmt, FORMATS, "sample")
+    vectors, labels, several = model.targets(expression)
+    faces = model.sample(expression, n, seed, size, matte)
+    rows = faces if several else [faces]
+    names = [f"{label}_{i}" for label in labels for i in range(n)]
+    flat = [face for row in rows for face in row]
+    if fmt != "strip":
+        job = Job("sample", names, fmt, file_out(out, fmt, "sample") if fmt not in ("png", "frames") else
+                  folder_out(out, "sample"), fps, n, meta=model_meta(model))
+        paths, frames = write_set(job, flat, None, None if is_file_out(job.out) else "sample", model.config.background)
+        return Report(paths, 1, [], [frames] if frames else [], max(flat[0].size))
+    out = file_out(out, fmt, "sample")
+    if several:
+        grid = [figure_cells(row) for row in rows]
+        sheet = image_grid(grid, labels, title=f"random samples, seed {seed} (same latent in each column)")
+    else:
+        grid = [figure_cells(faces[i:i + 8]) for i in range(0, n, 8)]
+        sheet = image_grid(grid, title=f"{labels[0]}, seed {seed}")
+    return Report([save_image(sheet, out)], 1, [], [], max(flat[0].size))

@@ -1,17 +1,18 @@
-"""The HTTP API (FastAPI) at /api: answers PNG/GIF, or JSON with base64 images for format=json;
-errors are JSON {"error": "..."}, 4xx for bad input and 503 when busy.
+"""The HTTP API (FastAPI) at /api: answers PNG (a sprite sheet of one row, RGBA when the face is
+transparent), GIF/APNG/WebP, or JSON with base64 images; errors are JSON {"error": "..."}, 4xx for
+bad input and 503 when busy. `size` is the output side (default the model's); `matte` as in
+`fexgan.matte`. An upscaled answer says so in the X-Upscaled header (JSON: "upscaled").
 
     GET  /api/info       model name, file size, parameters, configuration, training summary, limits
-    POST /api/transfer   image|character [to=all|EXPRESSION|AFFECT] [source] [format=png|json]
-    POST /api/mix        image|character affect=anger=0.5,sadness=0.5 [source] [format=png|json]
-    POST /api/sample     [expression=neutral] [n=1] [seed=0] [format=png|json]
-    POST /api/morph      image|character [from=neutral] [to=joy] [frames=24] [fps=12] [loop] [format=gif|json]
+    POST /api/transfer   image|character [to=all|EXPRESSION|AFFECT] [source] [size] [matte] [format=png|json|sheet]
+    POST /api/mix        image|character affect=anger=0.5,sadness=0.5 [source] [size] [matte] [format=png|json|sheet]
+    POST /api/sample     [expression=neutral] [n=1] [seed=0] [size] [matte=none|key] [format=png|json|sheet]
+    POST /api/morph      image|character [from=neutral] [to=joy] [frames=24] [fps=12] [loop] [size] [matte] [format=gif|apng|webp|json]
     POST /api/classify   image|character -> {"probabilities": {expression: p}}
 """
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Callable
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
@@ -20,19 +21,12 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException
 
+from fexgan.animation import ANIMATIONS, animation_bytes, check_fps, frame_count, png_bytes, sprite_sheet
 from fexgan.errors import UserError
-from fexgan.outputs import gif_bytes
 from fexgan.serve.engine import MB, Engine, Face, RequestError
-from fexgan.visuals import image_grid
 
 API_LINES = [line.strip() for line in __doc__.splitlines() if line.strip().startswith(("GET ", "POST "))]
 FORM_SLACK = 64 * 1024  # room for the form fields and multipart boundaries around an upload
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def b64(data: bytes) -> str:
@@ -45,13 +39,37 @@ def check_format(fmt: str, allowed: tuple[str, ...]) -> str:
     return fmt
 
 
-def images_response(images: list[Image.Image], labels: list[str], fmt: str, source: str | None = None) -> Response:
-    """PNG (several images side by side, their labels in X-Labels) or JSON with base64 PNGs."""
-    if check_format(fmt, ("png", "json")) == "json":
-        return JSONResponse({"source": source, "images": [{"label": label, "png": b64(png(im))}
-                                                          for label, im in zip(labels, images)]})
-    sheet = images[0] if len(images) == 1 else image_grid([images], pad=0)
-    return Response(png(sheet), media_type="image/png", headers={"X-Labels": ",".join(labels)})
+IMAGE_FORMATS = ("png", "json", "sheet")
+
+
+def images_response(images: list[Image.Image], labels: list[str], fmt: str, source: str | None = None,
+                    upscaled: str | None = None) -> Response:
+    """PNG (several images side by side, their labels in X-Labels), JSON with base64 PNGs, or (sheet)
+    JSON with the sprite sheet's PNG and its layout."""
+    check_format(fmt, IMAGE_FORMATS)
+    extra = {"upscaled": upscaled} if upscaled else {}
+    sheet, layout = sprite_sheet(images, labels, image_name="sheet.png")
+    if fmt == "json":
+        return JSONResponse({"source": source, **extra, "images": [{"label": label, "png": b64(png_bytes(im))}
+                                                                   for label, im in zip(labels, images)]})
+    if fmt == "sheet":
+        return JSONResponse({"source": source, **extra, "png": b64(png_bytes(sheet)), "layout": layout})
+    headers = {"X-Labels": ",".join(labels), **({"X-Upscaled": upscaled} if upscaled else {})}
+    return Response(png_bytes(sheet), media_type="image/png", headers=headers)
+
+
+def animation_response(frames: list[Image.Image], fmt: str, fps: float, source: str,
+                       upscaled: str | None = None) -> Response:
+    """The frames as a GIF, APNG or WebP (their count read back in X-Frames), or JSON with a base64 GIF."""
+    kind = "gif" if fmt == "json" else fmt
+    data = animation_bytes(frames, kind, fps)
+    count = frame_count(data)
+    if fmt == "json":
+        return JSONResponse({"source": source, "frames": count, "gif": b64(data),
+                             **({"upscaled": upscaled} if upscaled else {})})
+    media = {"gif": "image/gif", "apng": "image/apng", "webp": "image/webp"}[kind]
+    return Response(data, media_type=media, headers={"X-Frames": str(count),
+                                                     **({"X-Upscaled": upscaled} if upscaled else {})})
 
 
 class BodyLimit:
@@ -133,37 +151,44 @@ def create_api(engine: Engine) -> FastAPI:
 
     @app.post("/api/transfer")
     def transfer(image: UploadFile | None = File(None), character: str | None = Form(None), to: str = Form("all"),
-                 source: str | None = Form(None), format: str = Form("png")) -> Response:
-        check_format(format, ("png", "json"))
+                 source: str | None = Form(None), size: int | None = Form(None), matte: str = Form("auto"),
+                 format: str = Form("png")) -> Response:
+        check_format(format, IMAGE_FORMATS)
+        upscaled = engine.check_size(size)
         face = face_of(image, character, source)
-        images, labels = engine.transfer(face, to)
-        return images_response(images, labels, format, face.source)
+        images, labels = engine.transfer(face, to, size, matte)
+        return images_response(images, labels, format, face.source, upscaled)
 
     @app.post("/api/mix")
     def mix(affect: str = Form(...), image: UploadFile | None = File(None), character: str | None = Form(None),
-            source: str | None = Form(None), format: str = Form("png")) -> Response:
-        check_format(format, ("png", "json"))
+            source: str | None = Form(None), size: int | None = Form(None), matte: str = Form("auto"),
+            format: str = Form("png")) -> Response:
+        check_format(format, IMAGE_FORMATS)
         engine.model.affect(affect)
+        upscaled = engine.check_size(size)
         face = face_of(image, character, source)
-        return images_response([engine.mix(face, affect)], [affect], format, face.source)
+        return images_response([engine.mix(face, affect, size, matte)], [affect], format, face.source, upscaled)
 
     @app.post("/api/sample")
-    def sample(expression: str = Form("neutral"), n: int = Form(1), seed: int = Form(0),
-               format: str = Form("png")) -> Response:
-        check_format(format, ("png", "json"))
-        return images_response(engine.sample(expression, n, seed), [expression] * n, format)
+    def sample(expression: str = Form("neutral"), n: int = Form(1), seed: int = Form(0), size: int | None = Form(None),
+               matte: str = Form("none"), format: str = Form("png")) -> Response:
+        check_format(format, IMAGE_FORMATS)
+        upscaled = engine.check_size(size)
+        images = engine.sample(expression, n, seed, size, matte)
+        return images_response(images, [f"{expression}_{i}" for i in range(n)], format, upscaled=upscaled)
 
     @app.post("/api/morph")
     def morph(image: UploadFile | None = File(None), character: str | None = Form(None),
               start: str = Form("neutral", alias="from"), end: str = Form("joy", alias="to"),
               frames: int = Form(24), fps: float = Form(12), loop: bool = Form(False),
-              source: str | None = Form(None), format: str = Form("gif")) -> Response:
-        check_format(format, ("gif", "json"))
+              source: str | None = Form(None), size: int | None = Form(None), matte: str = Form("auto"),
+              format: str = Form("gif")) -> Response:
+        check_format(format, (*ANIMATIONS, "json"))
+        check_fps(fps)
+        upscaled = engine.check_size(size)
         face = face_of(image, character, source)
-        data = gif_bytes(engine.morph(face, [start, end], frames, loop), fps)
-        if format == "json":
-            return JSONResponse({"source": face.source, "frames": frames, "gif": b64(data)})
-        return Response(data, media_type="image/gif")
+        return animation_response(engine.morph(face, [start, end], frames, loop, size, matte), format, fps,
+                                  face.source, upscaled)
 
     @app.post("/api/classify")
     def classify(image: UploadFile | None = File(None), character: str | None = Form(None)) -> dict:

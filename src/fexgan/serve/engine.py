@@ -3,6 +3,8 @@
 It checks an upload before decoding it (its bytes, then its pixel count from the header alone) and
 lets `workers` calls run at once with at most `max_waiting` more in line; past that it refuses
 (the API answers 503 and the page says the server is busy), so a crowd cannot pile up memory.
+An upload is kept as decoded (alpha included), scaled down to `max_size` px when larger, so every
+call cuts the face out and sizes it as `FExGAN.transfer` does for a file.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fexgan import toon
-from fexgan.data import prepare_image
+from fexgan.data import open_image, prepare_image
 from fexgan.errors import UserError
 from fexgan.generate import FExGAN
+from fexgan.matte import MIN_SIZE, upscale_note
 
 MB = 2**20
 
@@ -36,6 +39,7 @@ class Limits:
     max_waiting: int = 32         # calls waiting for a worker; more are refused (503)
     max_frames: int = 96          # frames of one morph
     max_samples: int = 16         # faces of one /api/sample
+    max_size: int = 1024          # side of an output in px (and of the kept copy of an upload)
 
 
 class RequestError(UserError):
@@ -48,9 +52,11 @@ class RequestError(UserError):
 
 @dataclass
 class Face:
-    """A face ready for the model: pixels as `prepare_image` makes them, its expression (known or
-    read by the classifier) and the classifier's probabilities when the model has a discriminator."""
+    """A face ready for the model: the decoded image (RGBA, at most `max_size` px), its pixels as
+    `prepare_image` makes them, its expression (known or read by the classifier) and the classifier's
+    probabilities when the model has a discriminator."""
 
+    original: Image.Image
     pixels: np.ndarray  # (S, S, 3) uint8
     source: str
     probabilities: dict[str, float] | None = None
@@ -91,7 +97,7 @@ class Engine:
         self.gate = Gate(limits.workers, limits.max_waiting)
         self.characters = {c.name: c for c in toon.make_characters(len(toon.DEFAULT_CHARACTERS))}
         self.neutral = "neutral" if "neutral" in model.classes else model.classes[0]
-        self._character_pixels: dict[str, np.ndarray] = {}
+        self._character_faces: dict[str, Image.Image] = {}
 
     # ------------------------------------------------------------------------- faces
     def check_upload(self, data: bytes) -> None:
@@ -120,64 +126,83 @@ class Engine:
         if source is not None:
             self.model.affect(source)  # a bad name fails before any work
         with self.gate():
-            pixels = prepare_image(data, self.model.config.image_size, self.model.config.background)
-            return self._face(pixels, source)
+            original = open_image(data)
+            if max(original.size) > self.limits.max_size:
+                original.thumbnail((self.limits.max_size,) * 2, Image.Resampling.LANCZOS)
+            return self._face(original, source)
 
     def character(self, name: str) -> Face:
         """The neutral face of a built-in toon character."""
         key = name.strip().lower()
         if key not in self.characters:
             raise RequestError(f"unknown character '{name}'; choose one of: {', '.join(self.characters)}")
-        if key not in self._character_pixels:
-            c = self.model.config
-            face = toon.render_face(self.characters[key], "neutral", size=max(c.image_size, 128))
-            self._character_pixels[key] = prepare_image(face, c.image_size, c.background)
+        if key not in self._character_faces:
+            size = max(self.model.config.image_size, 128)
+            self._character_faces[key] = toon.render_face(self.characters[key], "neutral", size=size)
         with self.gate():
-            return self._face(self._character_pixels[key], self.neutral)
+            return self._face(self._character_faces[key], self.neutral)
 
     def random_face(self, seed: int) -> Face:
         """A neutral face drawn by the decoder alone."""
         with self.gate():
-            pixels = np.asarray(self.model.sample(self.neutral, 1, seed)[0])
-            return self._face(pixels, self.neutral)
+            return self._face(self.model.sample(self.neutral, 1, seed)[0].convert("RGBA"), self.neutral)
 
-    def _face(self, pixels: np.ndarray, source: str | None) -> Face:
+    def _face(self, original: Image.Image, source: str | None) -> Face:
         """(Call inside the gate.) The face with the classifier's reading, when there is a classifier."""
+        pixels = prepare_image(original, self.model.config.image_size, self.model.config.background)
         probabilities = self.model.classify(Image.fromarray(pixels)) if self.model.discriminator is not None else None
         if source is None:
             source = max(probabilities, key=probabilities.get) if probabilities else self.neutral
-        return Face(pixels, source, probabilities)
+        return Face(original, pixels, source, probabilities)
+
+    def check_size(self, size: int | None) -> str | None:
+        """Refuse an output side over the limit; the line saying it is upscaled, when it is."""
+        if size is None:
+            return None
+        if not MIN_SIZE <= size <= self.limits.max_size:
+            raise RequestError(f"size must be between {MIN_SIZE} and {self.limits.max_size} px, got {size}")
+        return upscale_note(self.model.config.image_size, [size])
 
     # ------------------------------------------------------------------------- operations
-    def transfer(self, face: Face, to: str = "all") -> tuple[list[Image.Image], list[str]]:
+    def transfer(self, face: Face, to: str = "all", size: int | None = None,
+                 matte: str = "auto") -> tuple[list[Image.Image], list[str]]:
         """The face with another expression (or affect), or with each of them for 'all'."""
         vectors, labels, several = self.model.targets(to)
+        self.check_size(size)
         with self.gate():
-            out = self.model.transfer(face.image, vectors if several else vectors[0], source=face.source)
+            out = self.model.transfer(face.original, vectors if several else vectors[0], source=face.source,
+                                      size=size, matte=matte)
         return (out if several else [out]), labels
 
-    def mix(self, face: Face, affect: str | dict[str, float]) -> Image.Image:
+    def mix(self, face: Face, affect: str | dict[str, float], size: int | None = None,
+            matte: str = "auto") -> Image.Image:
         """The face with any affect vector, e.g. 'anger=0.5,sadness=0.5'."""
         vector = self.model.affect(affect)
+        self.check_size(size)
         with self.gate():
-            return self.model.mix(face.image, vector, source=face.source)
+            return self.model.mix(face.original, vector, source=face.source, size=size, matte=matte)
 
-    def sample(self, expression: str, n: int, seed: int) -> list[Image.Image]:
+    def sample(self, expression: str, n: int, seed: int, size: int | None = None,
+               matte: str = "none") -> list[Image.Image]:
         """n faces of one expression (or affect) drawn by the decoder alone."""
         if not 1 <= n <= self.limits.max_samples:
             raise RequestError(f"n must be between 1 and {self.limits.max_samples}, got {n}")
         vector = self.model.affect(expression)
+        self.check_size(size)
         with self.gate():
-            return self.model.sample(vector, n, seed)
+            return self.model.sample(vector, n, seed, size, matte)
 
-    def morph(self, face: Face, path: Sequence[str], frames: int, loop: bool) -> list[Image.Image]:
+    def morph(self, face: Face, path: Sequence[str], frames: int, loop: bool, size: int | None = None,
+              matte: str = "auto") -> list[Image.Image]:
         """Frames moving the face through the expressions of `path`."""
         if not 2 <= frames <= self.limits.max_frames:
             raise RequestError(f"frames must be between 2 and {self.limits.max_frames}, got {frames}")
         for p in path:
             self.model.affect(p)
+        self.check_size(size)
         with self.gate():
-            return self.model.morph(face.image, list(path), frames, loop, source=face.source)
+            return self.model.morph(face.original, list(path), frames, loop, source=face.source, size=size,
+                                    matte=matte)
 
     # ------------------------------------------------------------------------- about the model
     def info(self) -> dict[str, Any]:

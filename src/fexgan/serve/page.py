@@ -1,12 +1,15 @@
 """The web page at / (Gradio): upload a face or pick a toon character, see it turned to all seven
-expressions, mix expressions with seven sliders, draw a random face from the decoder, make a morph
-GIF. Every model call runs in Gradio's queue (the engine's limits) and through the engine's gate.
-Nothing is fetched from the internet: analytics are off, and the page's scripts and fonts are local.
+expressions, mix expressions with seven sliders, draw a random face from the decoder, download a
+sprite sheet of every expression, make a morph (GIF, APNG or WebP) at a chosen size. A transparent
+face gives transparent downloads. Every model call runs in Gradio's queue (the engine's limits) and
+through the engine's gate. Nothing is fetched from the internet: analytics are off, and the page's
+scripts and fonts are local.
 """
 from __future__ import annotations
 
 import functools
 import html
+import json
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -15,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from fexgan.animation import ANIMATIONS, animation_bytes, png_bytes, sprite_sheet
 from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.figures import figure_cells
-from fexgan.outputs import gif_bytes
 from fexgan.serve.api import b64
 from fexgan.serve.engine import MB, Engine, Face, RequestError
 from fexgan.visuals import image_grid
@@ -27,7 +30,8 @@ if TYPE_CHECKING:
     import gradio as gr
 
 SHOWN = 256             # the page shows faces at least this large
-CSS = ".morph { width: 320px; }"
+CSS = ".morph { width: 320px; } .sheet { max-width: 100%; }"
+MIME = {"gif": "image/gif", "apng": "image/apng", "webp": "image/webp"}
 
 
 def gradio() -> ModuleType:
@@ -64,6 +68,20 @@ def enlarge(image: Image.Image, side: int = SHOWN) -> Image.Image:
     return image if image.width >= side else image.resize((side, side), Image.Resampling.LANCZOS)
 
 
+def size_choices(model_size: int, max_size: int) -> dict[str, int | None]:
+    """The page's output sizes: the model's own, then larger ones (saying that they are upscaled)."""
+    choices: dict[str, int | None] = {f"{model_size} px (the model's)": None}
+    for side in (256, 512, 1024):
+        if model_size < side <= max_size:
+            choices[f"{side} px (upscaled)"] = side
+    return choices
+
+
+def download(data: bytes, mime: str, name: str) -> str:
+    """An HTML link that downloads `data` as the file `name`."""
+    return f'<a href="data:{mime};base64,{b64(data)}" download="{html.escape(name)}">Download {html.escape(name)}</a>'
+
+
 def in_page(fn: Callable) -> Callable:
     """User mistakes (and a busy server) become a message in the page, not a stack trace."""
     @functools.wraps(fn)
@@ -80,6 +98,7 @@ class Page:
 
     def __init__(self, engine: Engine):
         self.engine, self.classes = engine, engine.model.classes
+        self.sizes = size_choices(engine.model.config.image_size, engine.limits.max_size)
 
     def strip(self, face: Face) -> Image.Image:
         images, labels = self.engine.transfer(face, "all")
@@ -127,14 +146,27 @@ class Page:
         return apply
 
     @in_page
-    def on_morph(self, face: Face | None, start: str, end: str, frames: float, fps: float, loop: bool) -> str:
+    def on_sheet(self, face: Face | None, size: str) -> str:
+        """A sprite sheet of every expression at the chosen size, with its layout JSON, to download."""
+        if face is None:
+            raise RequestError("choose a face first")
+        images, labels = self.engine.transfer(face, "all", self.sizes[size])
+        sheet, layout = sprite_sheet(images, labels, image_name="expressions_sheet.png", source=face.source)
+        data = png_bytes(sheet)
+        return (f'<img src="data:image/png;base64,{b64(data)}" alt="sprite sheet" class="sheet" />'
+                f'<p>{download(data, "image/png", "expressions_sheet.png")} · '
+                f'{download(json.dumps(layout, indent=1).encode(), "application/json", "expressions_sheet.json")}</p>')
+
+    @in_page
+    def on_morph(self, face: Face | None, start: str, end: str, frames: float, fps: float, loop: bool,
+                 kind: str, size: str) -> str:
         if face is None:
             raise RequestError("choose a face first on the Expressions tab")
-        data = gif_bytes(self.engine.morph(face, [start, end], int(frames), loop), fps)
-        url = f"data:image/gif;base64,{b64(data)}"
-        name = f"morph_{start}_{end}.gif"
-        return (f'<img src="{url}" alt="morph {start} to {end}" class="morph" />'
-                f'<p><a href="{url}" download="{name}">Download {name}</a></p>')
+        clip = self.engine.morph(face, [start, end], int(frames), loop, self.sizes[size])
+        data = animation_bytes(clip, kind, fps)
+        name = f"morph_{start}_{end}.{'png' if kind == 'apng' else kind}"
+        return (f'<img src="data:{MIME[kind]};base64,{b64(data)}" alt="morph {start} to {end}" class="morph" />'
+                f'<p>{download(data, MIME[kind], name)} ({len(clip)} frames)</p>')
 
 
 def build_page(engine: Engine) -> gr.Blocks:
@@ -169,15 +201,22 @@ def build_page(engine: Engine) -> gr.Blocks:
                         buttons["reset"] = default_mix
                         preset_buttons = {label: gr.Button(label, size="sm") for label in buttons}
             strip_image = gr.Image(label="All expressions", format="png", interactive=False, elem_id="strip")
+            with gr.Row():
+                sheet_size = gr.Dropdown(list(handlers.sizes), value=next(iter(handlers.sizes)), label="size")
+                make_sheet = gr.Button("Sprite sheet of every expression (PNG + JSON)", elem_id="make-sheet")
+            sheet = gr.HTML(elem_id="sheet")
         with gr.Tab("Morph"):
-            gr.Markdown("An animation of the face chosen on the Expressions tab, from one expression to another.")
+            gr.Markdown("An animation of the face chosen on the Expressions tab, from one expression to another "
+                        "(every frame kept; a transparent face stays transparent).")
             with gr.Row():
                 start = gr.Dropdown(list(classes), value=neutral, label="from")
                 end = gr.Dropdown(list(classes), value="joy" if "joy" in classes else classes[-1], label="to")
                 frames = gr.Slider(4, engine.limits.max_frames, value=24, step=1, label="frames")
                 fps = gr.Slider(2, 30, value=12, step=1, label="frames per second")
                 loop = gr.Checkbox(value=True, label="loop back to the start")
-            make = gr.Button("Make GIF", variant="primary", elem_id="make-gif")
+                kind = gr.Dropdown(list(ANIMATIONS), value="gif", label="file", elem_id="morph-kind")
+                morph_size = gr.Dropdown(list(handlers.sizes), value=next(iter(handlers.sizes)), label="size")
+            make = gr.Button("Make animation", variant="primary", elem_id="make-gif")
             gif = gr.HTML(elem_id="gif")
 
         shown = [face, reading, strip_image, mix_image]
@@ -191,6 +230,7 @@ def build_page(engine: Engine) -> gr.Blocks:
               show_progress="hidden", **queued)
         for label, button in preset_buttons.items():
             button.click(handlers.preset(buttons[label]), face, [*sliders, mix_image], **queued)
-        make.click(handlers.on_morph, [face, start, end, frames, fps, loop], gif, **queued)
+        make_sheet.click(handlers.on_sheet, [face, sheet_size], sheet, **queued)
+        make.click(handlers.on_morph, [face, start, end, frames, fps, loop, kind, morph_size], gif, **queued)
     page.queue(max_size=engine.limits.max_waiting, default_concurrency_limit=engine.limits.workers)
     return page
