@@ -185,7 +185,7 @@ def _progress(total: int, what: str, show: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("inputs"),
-                    TimeRemainingColumn(), console=Console(stderr=True), disable=not show or total < 2)
+                    TimeRemainingColumn(), console=Console(stderr=True, soft_wrap=True), disable=not show or total < 2)
 
 
 def _readable(paths: Sequence[Path], report: Report) -> list[tuple[int, Image.Image]]:
