@@ -25,8 +25,9 @@ from PIL import GifImagePlugin, Image, PngImagePlugin
 
 from fexgan.errors import UserError
 
-# animation kind -> (Pillow format, file suffixes it is written under, the first being the default)
-ANIMATIONS = {"gif": ("GIF", (".gif",)), "apng": ("PNG", (".png", ".apng")), "webp": ("WEBP", (".webp",))}
+# animation kind -> the file suffixes it is written under (the first by default)
+ANIMATIONS = {"gif": (".gif",), "apng": (".png", ".apng"), "webp": (".webp",)}
+MEDIA_TYPES = {"gif": "image/gif", "apng": "image/apng", "webp": "image/webp"}
 TRANSPARENT = 255  # the GIF palette index kept for transparent pixels
 
 
@@ -40,7 +41,7 @@ def check_fps(fps: float) -> float:
 def kind_of(path: Path) -> str:
     """The animation kind a file name asks for: .gif, .png/.apng (APNG) or .webp."""
     suffix = path.suffix.lower()
-    for kind, (_, suffixes) in ANIMATIONS.items():
+    for kind, suffixes in ANIMATIONS.items():
         if suffix in suffixes:
             return kind
     raise UserError(f"output {path} must be an animation file: .gif, .png or .apng (APNG), or .webp")

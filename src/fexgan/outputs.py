@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from fexgan.animation import animation_bytes, frame_count, kind_of, save_frames, save_image, save_sheet, write_bytes
+from fexgan.animation import (ANIMATIONS, animation_bytes, frame_count, kind_of, save_frames, save_image, save_sheet,
+                              write_bytes)
 from fexgan.data import IMAGE_SUFFIXES, check_image_size, open_image, prepare_image
 from fexgan.errors import UserError, warn
 from fexgan.figures import figure_cells
@@ -23,7 +24,7 @@ from fexgan.generate import BATCH, FExGAN, affect_name
 from fexgan.visuals import image_grid
 
 FORMATS = ("png", "strip", "sheet", "frames", "gif", "apng", "webp")
-ANIMATION_FORMATS = ("gif", "apng", "webp")
+ANIMATION_FORMATS = tuple(ANIMATIONS)
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -85,7 +86,7 @@ def file_out(out: Path, fmt: str, command: str) -> Path:
         raise UserError(f"--format frames writes a folder of PNGs; give a folder, e.g. --out {out.with_suffix('')}")
     if fmt in ANIMATION_FORMATS:
         if kind_of(out) != fmt:
-            raise UserError(f"--out {out} does not fit --format {fmt}; name it *{'.png' if fmt == 'apng' else '.' + fmt}")
+            raise UserError(f"--out {out} does not fit --format {fmt}; name it *{ANIMATIONS[fmt][0]}")
     elif fmt == "sheet" and out.suffix.lower() not in (".png", ".webp"):
         raise UserError(f"a sprite sheet is a .png or .webp file, not {out.name}")
     else:
@@ -140,7 +141,7 @@ def planned(job: Job, stem: str) -> list[Path]:
         return [folder / f"{stem}_sheet.png", folder / f"{stem}_sheet.json"]
     if job.fmt == "frames":
         return [folder / f"{stem}_frames" / f"frame_{i:04d}.png" for i in range(len(job.labels))]
-    return [folder / f"{stem}{'.png' if job.fmt == 'apng' else '.' + job.fmt}"]
+    return [folder / f"{stem}{ANIMATIONS[job.fmt][0]}"]
 
 
 def check_clashes(job: Job, inputs: Sequence[Path], stems: Sequence[str]) -> None:
@@ -160,7 +161,8 @@ def check_clashes(job: Job, inputs: Sequence[Path], stems: Sequence[str]) -> Non
 
 
 def write_set(job: Job, images: Sequence[Image.Image], shown: Image.Image | None, stem: str | None,
-              background: tuple[int, int, int] = (255, 255, 255), source: str | None = None) -> tuple[list[Path], int | None]:
+              background: tuple[int, int, int] = (255, 255, 255),
+              source: str | None = None) -> tuple[list[Path], int | None]:
     """One input's images in job.fmt: under the folder job.out (named after `stem`), or, with stem None,
     to the file job.out. Returns the paths and, for an animation, its frame count read back."""
     paths = planned(job, stem) if stem is not None else [job.out, job.out.with_suffix(".json")]
@@ -204,7 +206,8 @@ def _readable(paths: Sequence[Path], report: Report) -> list[tuple[int, Image.Im
 
 
 def run_inputs(job: Job, inputs: Sequence[Path], make: Callable[[list[Image.Image]], list[list[Image.Image]]],
-               shown: Callable[[Image.Image], Image.Image] | None = None, background: tuple[int, int, int] = (255, 255, 255),
+               shown: Callable[[Image.Image], Image.Image] | None = None,
+               background: tuple[int, int, int] = (255, 255, 255),
                batch: int = BATCH, progress: bool = True) -> Report:
     """Make and write every input's images, `batch` inputs per call of `make` (originals -> images per
     input); the file job.out for a single input when it names a file, else one set per input in it."""

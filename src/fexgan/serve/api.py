@@ -21,7 +21,8 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException
 
-from fexgan.animation import ANIMATIONS, animation_bytes, check_fps, frame_count, png_bytes, sprite_sheet
+from fexgan.animation import (ANIMATIONS, MEDIA_TYPES, animation_bytes, check_fps, frame_count, png_bytes,
+                              sprite_sheet)
 from fexgan.errors import UserError
 from fexgan.serve.engine import MB, Engine, Face, RequestError
 
@@ -67,8 +68,7 @@ def animation_response(frames: list[Image.Image], fmt: str, fps: float, source: 
     if fmt == "json":
         return JSONResponse({"source": source, "frames": count, "gif": b64(data),
                              **({"upscaled": upscaled} if upscaled else {})})
-    media = {"gif": "image/gif", "apng": "image/apng", "webp": "image/webp"}[kind]
-    return Response(data, media_type=media, headers={"X-Frames": str(count),
+    return Response(data, media_type=MEDIA_TYPES[kind], headers={"X-Frames": str(count),
                                                      **({"X-Upscaled": upscaled} if upscaled else {})})
 
 

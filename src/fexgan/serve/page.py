@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from fexgan.animation import ANIMATIONS, animation_bytes, png_bytes, sprite_sheet
+from fexgan.animation import ANIMATIONS, MEDIA_TYPES, animation_bytes, png_bytes, sprite_sheet
 from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.figures import figure_cells
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 SHOWN = 256             # the page shows faces at least this large
 CSS = ".morph { width: 320px; } .sheet { max-width: 100%; }"
-MIME = {"gif": "image/gif", "apng": "image/apng", "webp": "image/webp"}
 
 
 def gradio() -> ModuleType:
@@ -165,8 +164,8 @@ class Page:
         clip = self.engine.morph(face, [start, end], int(frames), loop, self.sizes[size])
         data = animation_bytes(clip, kind, fps)
         name = f"morph_{start}_{end}.{'png' if kind == 'apng' else kind}"
-        return (f'<img src="data:{MIME[kind]};base64,{b64(data)}" alt="morph {start} to {end}" class="morph" />'
-                f'<p>{download(data, MIME[kind], name)} ({len(clip)} frames)</p>')
+        return (f'<img src="data:{MEDIA_TYPES[kind]};base64,{b64(data)}" alt="morph {start} to {end}" class="morph" />'
+                f'<p>{download(data, MEDIA_TYPES[kind], name)} ({len(clip)} frames)</p>')
 
 
 def build_page(engine: Engine) -> gr.Blocks:
