@@ -29,7 +29,7 @@ def plain_step(cfg, batch: dict, nets: tuple) -> None:
     """One D and one G update in plain fp32 PyTorch, NCHW."""
     G, D, opt_g, opt_d = nets
     x, y, src, tgt = batch["source"], batch["target"], batch["source_class"], batch["target_class"]
-    fake, mu, log_sigma = G(x, batch["source_affect"], batch["target_affect"])
+    fake, mu, log_sigma, _ = G(x, batch["source_affect"], batch["target_affect"])
     rl, rc = D(x)
     fl, fc = D(fake.detach())
     d_loss = (F.binary_cross_entropy_with_logits(rl, torch.ones_like(rl)) + F.cross_entropy(rc, src)

@@ -235,6 +235,19 @@ def test_split_is_deterministic_and_stratified(five_per_class: data.ImageSet) ->
     assert len(split_indices(ds, 0.0)[1]) == 0
 
 
+def test_held_out_identities_are_in_neither_split_and_the_rest_split_as_before(five_per_class: data.ImageSet) -> None:
+    ds = five_per_class  # 3 identities
+    train, val = split_indices(ds, 0.2, seed=0, held_out=1)
+    held = data.held_out_indices(ds, 1)
+    assert set(ds.identity[held].tolist()) == {2} and len(held) == 35
+    assert not set(train.tolist() + val.tolist()) & set(held.tolist())
+    assert sorted(train.tolist() + val.tolist() + held.tolist()) == list(range(len(ds)))
+    full_train, full_val = split_indices(ds, 0.2, seed=0)
+    assert torch.equal(train, full_train[ds.identity[full_train] < 2]) and torch.equal(val, full_val[ds.identity[full_val] < 2])
+    with pytest.raises(UserError, match="held_out=3: the data has 3 identities"):
+        split_indices(ds, 0.2, held_out=3)
+
+
 def test_groups_of_one_stay_in_training(tmp_path: Path, make_tree: Callable[..., Path]) -> None:
     ds = load_source(f"folder:{make_tree(tmp_path, identities=1, per_class=1)}", 32)
     train, val = split_indices(ds, 0.5)

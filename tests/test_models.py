@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fexgan.config import IMAGE_SIZES, ModelConfig
-from fexgan.models import Decoder, Discriminator, Dropout, Encoder, Generator
+from fexgan.models import Decoder, Discriminator, Dropout, Encoder, Generator, MaskGenerator, build_generator
 
 B = 2
 
@@ -35,7 +35,8 @@ def test_every_network_runs_alone_at_every_size(size: int, width: float) -> None
     assert y.min() >= -1 and y.max() <= 1  # tanh output
 
     gen = Generator(cfg).eval()
-    out, g_mu, g_ls = gen(x, _affect(B), _affect(B))
+    out, g_mu, g_ls, parts = gen(x, _affect(B), _affect(B))
+    assert parts == {}
     assert out.shape == gen.transfer(x, _affect(B), _affect(B)).shape == (B, 3, size, size)
     assert g_mu.shape == g_ls.shape == (B, 32)
 
@@ -60,7 +61,7 @@ def test_generator_is_its_encoder_then_its_decoder() -> None:
         mu2, ls2 = gen.encode(x, src)
         alone = gen.decoder(mu2, tgt)
         other = gen.decode(mu2, src, x)
-        _, mu3, ls3 = gen(x, src, tgt)  # training's pass: a sampled latent, the same distribution
+        _, mu3, ls3, _ = gen(x, src, tgt)  # training's pass: a sampled latent, the same distribution
     assert torch.equal(mu, mu2) and torch.equal(log_sigma, ls2) and torch.equal(mu, mu3) and torch.equal(ls2, ls3)
     assert torch.equal(joined, alone) and torch.equal(gen.decode(mu2, tgt), alone)
     # the target affect matters: another target gives another image (outputs are tiny at init)
@@ -87,7 +88,7 @@ def test_number_of_classes_and_latent_size_follow_the_config(classes: tuple[str,
     x = torch.zeros(2, 3, 32, 32)
     a = _affect(2, len(classes))
     with torch.no_grad():
-        out, mu, _ = gen(x, a, a)
+        out, mu, _, _ = gen(x, a, a)
         _, cls = disc(x)
     assert mu.shape == (2, latent) and out.shape == (2, 3, 32, 32) and cls.shape == (2, len(classes))
 
@@ -199,3 +200,38 @@ def test_width_scales_every_channel_count() -> None:
     assert convs == [ch // 2 for ch, *_ in ENCODER_TABLE]
     deconvs = [m.out_channels for m in half.decoder.blocks.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert deconvs == [ch // 2 for ch, *_ in DECODER_TABLE]
+
+
+# ----------------------------------------------------------------------------- the mask design
+def test_the_mask_design_blends_the_source_and_draws_alone_without_one() -> None:
+    """decode(z, affect, source) = A * source + (1 - A) * C; without a source it is the paper's decoder
+    alone; a mask forced to 1 hands back the source exactly, forced to 0 the colour image."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(generator="mask", image_size=32, width=0.25, latent_dim=16)
+    gen = build_generator(cfg).eval()
+    assert isinstance(gen, MaskGenerator) and isinstance(build_generator(ModelConfig()), Generator)
+    x, a = torch.rand(3, 3, 32, 32) * 2 - 1, _affect(3)
+    with torch.no_grad():
+        z = gen.encode(x, a)[0]
+        alone = gen.decode(z, a)
+        blended, parts = gen.draw(z, a, x)
+        assert torch.equal(alone, gen.decoder(z, a)) and torch.equal(parts["alone"], alone)
+        keep, colour = parts["keep"], parts["colour"]
+        assert keep.shape == (3, 1, 32, 32) and 0 < keep.min() and keep.max() < 1
+        assert torch.allclose(blended, keep * x + (1 - keep) * colour, atol=1e-6)
+        assert torch.equal(gen.transfer(x, a, a), gen.decode(z, a, x))
+        assert not torch.allclose(gen.decode(z, a, x), gen.decode(z, a, x.flip(-1)))  # C sees the source
+        gen.mask[0].bias.fill_(1e4)
+        assert torch.allclose(gen.decode(z, a, x), x, atol=1e-6)
+        gen.mask[0].bias.fill_(-1e4)
+        assert torch.allclose(gen.decode(z, a, x), colour, atol=1e-6)
+    train_parts = gen.train()(x, a, a)[3]
+    assert set(train_parts) == {"alone", "colour", "keep"}
+
+
+def test_the_mask_design_adds_only_its_heads_to_the_papers_weights() -> None:
+    cfg = ModelConfig(image_size=64, width=0.25)
+    paper, mask = build_generator(cfg), build_generator(ModelConfig(**{**cfg.to_dict(), "generator": "mask"}))
+    extra = set(mask.state_dict()) - set(paper.state_dict())
+    assert extra == {"colour.0.weight", "colour.0.bias", "mask.0.weight", "mask.0.bias"}
+    assert set(paper.state_dict()) <= set(mask.state_dict())

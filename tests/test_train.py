@@ -166,7 +166,7 @@ def test_every_logged_loss_is_recomputed_from_the_networks_and_the_right_labels(
     torch.manual_seed(5)  # the same dropout masks and latent noise
     bce, ce = torch.nn.functional.binary_cross_entropy_with_logits, torch.nn.functional.cross_entropy
     with torch.no_grad():
-        fake, mu, log_sigma = nets.G(batch["source"], batch["source_affect"], batch["target_affect"])
+        fake, mu, log_sigma, _ = nets.G(batch["source"], batch["source_affect"], batch["target_affect"])
         real_logit, real_cls = nets.D(batch["source"])
         fake_logit, fake_cls = nets.D(fake)
     ones, zeros = torch.ones_like(real_logit), torch.zeros_like(real_logit)

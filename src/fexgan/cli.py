@@ -67,7 +67,7 @@ def main() -> None:
 @app.command()
 def train(
     data: Optional[str] = typer.Option(None, help="toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH"),
-    preset: str = typer.Option("cpu", help="paper | cpu | tiny"),
+    preset: str = typer.Option("cpu", help="paper | cpu | any | tiny"),
     config: Optional[Path] = typer.Option(None, help="JSON file of configuration values (applied after the preset)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default runs/<preset>-<time>)"),
     epochs: Optional[int] = typer.Option(None, min=1, help="train for this many epochs"),
@@ -119,6 +119,27 @@ def train(
     if os.environ.get("RANK", "0") == "0":
         console.print(f"[green]done:[/] model {model}, samples in {run / 'samples'}")
 
+
+
+@app.command()
+def finetune(
+    model: str = typer.Argument(..., help="run folder, .safetensors model file or shipped model name"),
+    data: str = typer.Option(..., help="the new character: folder:PATH (identity/expression/*.png; one neutral face is enough)"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default runs/finetune-<time>)"),
+    minutes: float = typer.Option(3.0, min=0.01, help="train for this much wall time"),
+    steps: int = typer.Option(0, min=0, help="train for this many steps instead (wins over --minutes)"),
+    replay: Optional[str] = typer.Option(None, help="data replayed beside it (default: what the model was trained on)"),
+    set_: list[str] = typer.Option([], "--set", help="override any value: --set replay_share=0.7 --set lr=5e-5"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
+    """Adapt a trained model to a new character from a few images (docs/any-character.md)."""
+    import time
+
+    from fexgan.finetune import finetune as run_finetune
+
+    run = out or Path("runs") / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = run_finetune(model, data, run, minutes, steps, replay, list(set_), progress=not quiet)
+    console.print(f"[green]done:[/] model {path}")
 
 
 @data_app.command("render")
@@ -246,7 +267,7 @@ def models() -> None:
 def evaluate(
     model: str = typer.Argument(..., help=MODEL_HELP),
     data: Optional[str] = typer.Option(None, help="data source (default: the run's, or the model file's training data)"),
-    split: str = typer.Option("val", help="val | train: the split whose images are transferred and judged"),
+    split: str = typer.Option("val", help="val | train | held_out (the identities the run never trained on): the images transferred and judged"),
     n: int = typer.Option(500, help="source images drawn from the split (each is transferred to all 7 expressions)"),
     seed: int = typer.Option(0, help="random seed of the image choice, targets and samples"),
     out: Optional[Path] = typer.Option(None, help="output folder (default RUN/evaluation)"),

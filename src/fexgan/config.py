@@ -16,7 +16,7 @@ from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 
 IMAGE_SIZES = (32, 64, 128, 256)
-GENERATORS = ("paper",)  # generator designs, the keys of `fexgan.models.GENERATORS`
+GENERATORS = ("paper", "mask")  # generator designs, the keys of `fexgan.models.GENERATORS`
 
 
 class UnknownKeys(UserError):
@@ -30,7 +30,8 @@ class UnknownKeys(UserError):
 @dataclass
 class ModelConfig:
     """Shape of the networks. `width` multiplies every channel count of the reference layout;
-    `generator` names the generator's design (`GENERATORS`; "paper": the reference layout)."""
+    `generator` names the generator's design (`GENERATORS`; "paper": the reference layout; "mask": the
+    paper's with a mask head that passes the source's pixels through, `fexgan.models.MaskGenerator`)."""
 
     generator: str = "paper"
     image_size: int = 128
@@ -84,6 +85,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: str = "toon"               # toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH
     val_fraction: float = 0.2        # deterministic split, as the paper's 80/20
+    held_out: int = 0                # the last N identities are kept out of training and validation
     batch_size: int = 32
     epochs: int = 100
     steps: int = 0                   # > 0: stop after this many steps
@@ -95,6 +97,10 @@ class TrainConfig:
     late_fraction: float = 0.5       # the paper lowers the adversarial weight after half the epochs
     beta: float = 0.01               # weight of the KL term
     gamma: float = 100.0             # weight of the L1 reconstruction term
+    colour_weight: float = 1.0       # mask design: weight of its colour image's own L1 (times gamma)
+    alone_weight: float = 0.5        # mask design: weight of the L1 of the decoder's image drawn alone (times gamma)
+    mask_smooth: float = 10.0        # mask design: weight of the mask's total variation
+    mask_size: float = 1.0           # mask design: weight of the mask's mean (what it keeps of the source)
     ema_decay: float = 0.999         # model files hold this moving average of the generator's weights (0: raw)
     target_jitter: float = 0.0       # std of normal noise added to the target affect vector (paper, Sec. 3.1)
     augment_shift: float = 0.06      # random translation as a fraction of the image size (source and L1 target alike)
@@ -105,6 +111,9 @@ class TrainConfig:
     channels_last: bool = True       # NHWC layout for the networks (CPU and CUDA)
     compile: bool = False
     init_from: str = ""              # a model (file, run folder, shipped name) whose weights start the run
+    replay: str = ""                 # fine-tunes: data replayed beside `data` (the base model's), ...
+    replay_share: float = 0.5        # ... making up this share of every epoch
+    freeze: tuple[str, ...] = ()     # parts kept fixed: generator.encoder|decoder|colour|mask, discriminator
     sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)
     log_every: int = 20
@@ -132,11 +141,12 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"device '{self.device}' is not one of auto, cpu, cuda")
         at_least = {"log_every": 1, "keep_checkpoints": 1, "min_images_per_class": 1, "sample_every": 0,
-                    "checkpoint_every": 0, "threads": 0, "max_rollbacks": 0, "seed": 0}
+                    "checkpoint_every": 0, "threads": 0, "max_rollbacks": 0, "seed": 0, "held_out": 0}
         for key, low in at_least.items():
             if getattr(self, key) < low:
                 raise UserError(f"{key} must be at least {low}, got {getattr(self, key)}")
-        for key in ("alpha", "alpha_late", "beta", "gamma", "target_jitter"):
+        for key in ("alpha", "alpha_late", "beta", "gamma", "target_jitter", "colour_weight", "alone_weight", "mask_smooth",
+                    "mask_size"):
             if not 0 <= getattr(self, key) < float("inf"):
                 raise UserError(f"{key} must be a finite number >= 0, got {getattr(self, key)}")
         if not 0 <= self.ema_decay < 1:
@@ -144,6 +154,11 @@ class TrainConfig:
         for key, high in (("late_fraction", 1.0), ("augment_shift", 0.5), ("augment_scale", 0.5)):
             if not 0 <= getattr(self, key) <= high:
                 raise UserError(f"{key} must be in [0, {high}], got {getattr(self, key)}")
+        if not 0 <= self.replay_share < 1:
+            raise UserError(f"replay_share {self.replay_share} must be in [0, 1)")
+        parts = ("generator.encoder", "generator.decoder", "generator.colour", "generator.mask", "discriminator")
+        if any(f not in parts for f in self.freeze):
+            raise UserError(f"freeze {','.join(self.freeze)}: each part must be one of {', '.join(parts)}")
         if not 0 < self.rollback_lr_factor < 1:
             raise UserError(f"rollback_lr_factor {self.rollback_lr_factor} must be in (0, 1)")
 
@@ -175,6 +190,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"model": {"image_size": 64, "width": 0.25}, "batch_size": 32, "epochs": 30,
             "lr": 5e-4, "late_fraction": 0.2, "sample_every": 250, "checkpoint_every": 250,
             "augment_shift": 0.0, "augment_scale": 0.0},
+    # Any character: the cpu preset with the mask design (model.generator=mask), trained on 40 of 48
+    # toon characters; the last 8 are held out for the zero-shot test (evaluate --split held_out).
+    "any": {"model": {"image_size": 64, "width": 0.25, "generator": "mask"}, "batch_size": 32, "epochs": 30,
+            "data": "toon:20:48", "held_out": 8, "lr": 5e-4, "late_fraction": 0.2, "sample_every": 500,
+            "checkpoint_every": 500, "augment_shift": 0.0, "augment_scale": 0.0},
     # 32 px and tiny widths, for tests; fp32 (amp off), so that its numbers are the same on every CPU.
     "tiny": {"model": {"image_size": 32, "width": 0.0625, "latent_dim": 16}, "batch_size": 8,
              "epochs": 1, "data": "toon:4", "log_every": 1, "sample_every": 0, "checkpoint_every": 0, "amp": False},

@@ -125,6 +125,15 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def __add__(self, other: "ImageSet") -> "ImageSet":
+        """Both sets in one, `other`'s identities after these (same classes and image size)."""
+        if other.classes != self.classes or other.images.shape[1:] != self.images.shape[1:]:
+            raise UserError("cannot combine data sets of different expressions or image sizes")
+        return ImageSet(torch.cat([self.images, other.images]), torch.cat([self.expression, other.expression]),
+                        torch.cat([self.identity, other.identity + len(self.identities)]),
+                        self.identities + other.identities, self.classes, self.names + other.names,
+                        self.skipped + other.skipped)
+
     def summary(self) -> dict:
         counts = torch.bincount(self.expression, minlength=len(self.classes)).tolist()
         return {"images": len(self), "identities": self.identities, "per_expression": dict(zip(self.classes, counts)),
@@ -265,8 +274,9 @@ def _render_toon(arg: str, size: int, background: Background) -> ImageSet:
 
 
 def load_source(spec: str, size: int, background: Background = (255, 255, 255),
-                classes: Sequence[str] = EXPRESSIONS, use_cache: bool = True) -> ImageSet:
-    """Load a data source into memory at `size` px, through the cache when the sources are unchanged."""
+                classes: Sequence[str] = EXPRESSIONS, use_cache: bool = True, complete: bool = True) -> ImageSet:
+    """Load a data source into memory at `size` px, through the cache when the sources are unchanged;
+    `complete`: every expression must have an image (not so for a new character's few images)."""
     kind, arg = parse_source(spec)
     if kind == "toon":
         from fexgan import toon
@@ -287,7 +297,8 @@ def load_source(spec: str, size: int, background: Background = (255, 255, 255),
         data = _render_toon(arg, size, background) if kind == "toon" else _decode_files(items, root, size, background, classes)
         if use_cache:
             _save_cache(path, data)
-    check_coverage(data)
+    if complete:
+        check_coverage(data)
     return data
 
 
@@ -308,12 +319,27 @@ def check_coverage(data: ImageSet, minimum: int = 1) -> None:
 
 
 # ----------------------------------------------------------------------------- split and pairs
-def split_indices(data: ImageSet, val_fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic train/val split, stratified by (identity, expression); groups of one stay in train."""
+def held_out_identities(data: ImageSet, held_out: int) -> list[int]:
+    """The identities kept out of training and validation: the last `held_out` (in name order)."""
+    if not 0 <= held_out < len(data.identities):
+        raise UserError(f"held_out={held_out}: the data has {len(data.identities)} identities; hold out fewer "
+                        f"(at least one must be left to train on)")
+    return list(range(len(data.identities) - held_out, len(data.identities)))
+
+
+def held_out_indices(data: ImageSet, held_out: int) -> torch.Tensor:
+    """Every image of the held-out identities (the `held_out` split of `fexgan evaluate`)."""
+    return torch.nonzero(torch.isin(data.identity, torch.tensor(held_out_identities(data, held_out)))).squeeze(1)
+
+
+def split_indices(data: ImageSet, val_fraction: float, seed: int = 0, held_out: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic train/val split, stratified by (identity, expression); groups of one stay in train.
+    The last `held_out` identities are in neither (`held_out_indices`)."""
     g = torch.Generator().manual_seed(seed)
     key = data.identity * len(data.classes) + data.expression
+    key[torch.isin(data.identity, torch.tensor(held_out_identities(data, held_out), dtype=torch.long))] = -1
     train, val = [], []
-    for k in torch.unique(key).tolist():
+    for k in [k for k in torch.unique(key).tolist() if k >= 0]:
         idx = torch.nonzero(key == k).squeeze(1)
         idx = idx[torch.randperm(len(idx), generator=g)]
         n_val = int(round(len(idx) * val_fraction)) if len(idx) > 1 else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fexgan.config import GENERATORS as GENERATORS_NAMED
@@ -119,9 +120,13 @@ class Decoder(nn.Module):
         self.out = nn.Sequential(nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Tanh())
         init_weights(self)
 
-    def forward(self, z: torch.Tensor, affect: torch.Tensor) -> torch.Tensor:
+    def features(self, z: torch.Tensor, affect: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer (B, channels, S/2, S/2), before the output layer."""
         h = torch.cat([self.z_in(z), self.affect_in(affect.to(z.dtype))], dim=1)
-        return self.out(self.blocks(h[:, :, None, None]))
+        return self.blocks(h[:, :, None, None])
+
+    def forward(self, z: torch.Tensor, affect: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(z, affect))
 
 
 class Generator(nn.Module):
@@ -138,10 +143,15 @@ class Generator(nn.Module):
         """(mu, log_sigma) of the latent normal distribution of `image` showing `source_affect`."""
         return self.encoder(image, source_affect)
 
+    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(image, the design's parts for its losses); the paper's design has no parts."""
+        return self.decoder(z, affect), {}
+
     def decode(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
         """An image in [-1, 1] from latents and affects; `source` is the image being edited (None when
         the decoder draws alone, as in Fig. 4). The paper's decoder does not look at it."""
-        return self.decoder(z, affect)
+        return self.draw(z, affect, source)[0]
 
     def transfer(self, image: torch.Tensor, source_affect: torch.Tensor, target_affect: torch.Tensor) -> torch.Tensor:
         """`image` with `target_affect`, decoded from the latent mean: the deterministic edit."""
@@ -154,10 +164,39 @@ class Generator(nn.Module):
         return mu + torch.exp(log_sigma) * eps
 
     def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training's pass: (generated image from a sampled latent, mu, log_sigma)."""
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Training's pass: (generated image from a sampled latent, mu, log_sigma, the design's parts)."""
         mu, log_sigma = self.encode(image, source)
-        return self.decode(self.reparameterize(mu, log_sigma), target, image), mu, log_sigma
+        fake, parts = self.draw(self.reparameterize(mu, log_sigma), target, image)
+        return fake, mu, log_sigma, parts
+
+
+class MaskGenerator(Generator):
+    """The paper's encoder and decoder, and two heads that edit the source: a colour image C and a mask
+    A in [0, 1] (GANimation's attention), both drawn from the decoder's last features next to the
+    source itself at half size (a skip from the input, as pix2pix's U-Net), so that C can take a
+    character's own colours. An edit is A * source + (1 - A) * C: the source's pixels pass through
+    wherever the expression does not change them, and a character the model never saw keeps its
+    identity. Drawing alone (no source: Fig. 4) it is the paper's decoder, trained against the target
+    as well, so that it still draws a whole face."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        cin = decoder_channels(cfg)[-1] + 3
+        self.colour = nn.Sequential(nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Tanh())
+        self.mask = nn.Sequential(nn.ConvTranspose2d(cin, 1, 4, 2, 1), nn.Sigmoid())
+        init_weights(self.colour), init_weights(self.mask)
+
+    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        h = self.decoder.features(z, affect)
+        alone = self.decoder.out(h)
+        if source is None:
+            return alone, {}
+        source = source.to(h.dtype)
+        both = torch.cat([h, F.avg_pool2d(source, 2)], dim=1)
+        colour, keep = self.colour(both), self.mask(both)
+        return keep * source + (1 - keep) * colour, {"alone": alone, "colour": colour, "keep": keep}
 
 
 class Discriminator(nn.Module):
@@ -179,7 +218,7 @@ class Discriminator(nn.Module):
 
 
 # Generator designs by the name `ModelConfig.generator` holds; the discriminator is shared.
-GENERATORS: dict[str, type[Generator]] = {"paper": Generator}
+GENERATORS: dict[str, type[Generator]] = {"paper": Generator, "mask": MaskGenerator}
 assert tuple(GENERATORS) == GENERATORS_NAMED, "config.GENERATORS must name the designs of models.GENERATORS"
 
 

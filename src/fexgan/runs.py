@@ -22,7 +22,7 @@ from fexgan import checkpoint as ckpt
 from fexgan import distributed as dist_
 from fexgan.checkpoint import latest_checkpoint
 from fexgan.config import TrainConfig
-from fexgan.data import ImageSet, PairSampler
+from fexgan.data import ImageSet, PairSampler, held_out_identities
 from fexgan.errors import UserError, warn
 from fexgan.solver import Nets, load_weights
 
@@ -46,7 +46,8 @@ def prepare_run(out: Path, cfg: TrainConfig, resume: bool) -> None:
 
 def write_data_report(out: Path, cfg: TrainConfig, data: ImageSet, train_idx: torch.Tensor, val_idx: torch.Tensor) -> None:
     """data.json: what was read (a summary, skipped files) and the split, by image name."""
-    report = json.dumps({"source": cfg.data, **data.summary(), "skipped_files": data.skipped,
+    held = [data.identities[i] for i in held_out_identities(data, cfg.held_out)]
+    report = json.dumps({"source": cfg.data, **data.summary(), "skipped_files": data.skipped, "held_out": held,
                          "train": [data.names[i] for i in train_idx.tolist()],
                          "val": [data.names[i] for i in val_idx.tolist()]})
     ckpt.atomic_write(out / "data.json", lambda tmp: tmp.write_text(report))

@@ -14,7 +14,8 @@ from fexgan.checkpoint import LoadedModel, unwrap
 from fexgan.config import TrainConfig
 from fexgan.data import ImageSet, augment, to_model_input
 from fexgan.devices import bf16_support
-from fexgan.losses import discriminator_loss, generator_loss
+from fexgan.errors import UserError
+from fexgan.losses import discriminator_loss, generator_loss, mask_terms
 from fexgan.models import Discriminator, Generator, build_discriminator, build_generator
 
 
@@ -55,6 +56,12 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     """Networks and Adam optimisers; under torchrun each network is wrapped in DDP (rank 0's
     initial weights are broadcast to all), optionally with synchronised batch norm."""
     G, D = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
+    for part in cfg.freeze:  # fine-tunes keep these fixed: no gradients, so Adam leaves them alone
+        owner, _, name = part.partition(".")
+        module = D if owner == "discriminator" else getattr(G, name, None)
+        if module is None:
+            raise UserError(f"freeze {part}: the {cfg.model.generator} design has no such part")
+        module.requires_grad_(False)
     if cfg.channels_last:  # NHWC: tensor cores on CUDA, oneDNN's fastest layout on CPU (-6..10% CPU time)
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
@@ -111,7 +118,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
     being applied."""
     G, D = nets.G, nets.D
     with autocast:
-        fake, mu, log_sigma = G(batch["source"], batch["source_affect"], batch["target_affect"])
+        fake, mu, log_sigma, parts = G(batch["source"], batch["source_affect"], batch["target_affect"])
         real_logit, real_cls = D(batch["source"])
         fake_logit, fake_cls = D(fake.detach())
     d_losses = discriminator_loss(real_logit.float(), real_cls.float(), batch["source_class"], fake_logit.float(),
@@ -128,6 +135,10 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         g_losses = generator_loss(fake_logit.float(), fake_cls.float(), batch["target_class"], mu.float(),
                                   log_sigma.float(), fake.float(), batch["target"], cfg.alpha, alpha_binary, cfg.beta,
                                   cfg.gamma)
+        design = mask_terms(parts, batch["target"], cfg.gamma, cfg.colour_weight, cfg.alone_weight, cfg.mask_smooth,
+                            cfg.mask_size)
+        if design:
+            g_losses = {**g_losses, **design, "g_total": g_losses["g_total"] + design["mask_total"]}
         nets.opt_g.zero_grad(set_to_none=True)
         g_losses["g_total"].backward()
         check_finite(g_losses["g_total"], G, "generator", ctx)

@@ -20,9 +20,10 @@ from fexgan import checkpoint as ckpt
 from fexgan import distributed as dist_
 from fexgan import runs
 from fexgan.config import TrainConfig
-from fexgan.data import PairSampler, check_coverage, load_source, split_indices
+from fexgan.data import PairSampler, check_coverage, held_out_identities, load_source, split_indices
 from fexgan.devices import pick_device
 from fexgan.errors import UserError, warn
+from fexgan.finetune import replay_mix
 from fexgan.snapshots import sample_sources, validation, validation_batch, write_sample_grid
 from fexgan.solver import (Diverged, autocast_for, build_nets, ema_decay_at, load_weights, make_batch, precision, set_lr,
                            train_step)
@@ -113,12 +114,15 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         if not self.main:
             dist_.barrier(ctx)
-        self.data = load_source(cfg.data, cfg.model.image_size, cfg.model.background, cfg.model.classes)
-        if len(self.data) < 2 * cfg.batch_size:
-            raise UserError(f"the data has {len(self.data)} images; need at least {2 * cfg.batch_size} for batch "
-                            f"size {cfg.batch_size}")
-        check_coverage(self.data, cfg.min_images_per_class)
-        self.train_idx, self.val_idx = split_indices(self.data, cfg.val_fraction, cfg.seed)
+        if cfg.replay:  # a fine-tune: the new character's images and a replay of the base model's data
+            self.data, self.train_idx, self.val_idx = replay_mix(cfg)
+        else:
+            self.data = load_source(cfg.data, cfg.model.image_size, cfg.model.background, cfg.model.classes)
+            check_coverage(self.data, cfg.min_images_per_class)
+            self.train_idx, self.val_idx = split_indices(self.data, cfg.val_fraction, cfg.seed, cfg.held_out)
+        if len(self.train_idx) < 2 * cfg.batch_size:
+            raise UserError(f"the data has {len(self.train_idx)} images to train on; need at least "
+                            f"{2 * cfg.batch_size} for batch size {cfg.batch_size}")
         if self.main:  # only rank 0 writes to the run folder
             runs.prepare_run(self.out, cfg, resume)
             runs.write_data_report(self.out, cfg, self.data, self.train_idx, self.val_idx)
@@ -265,7 +269,9 @@ class Trainer:
         self.samples("final", f"final (step {self.step})")
         summary = {"steps": self.step, "epochs": round(self.step / self.sampler.steps_per_epoch, 2), "data": cfg.data,
                    "minutes": round((self.elapsed_before + time.time() - self.start) / 60, 2), "images": len(self.data),
-                   "identities": self.data.identities, "device": str(self.device), "processes": self.ctx.world,
+                   "identities": self.data.identities, "device": str(self.device),
+                   **({"held_out": [self.data.identities[i] for i in held_out_identities(self.data, cfg.held_out)]}
+                      if cfg.held_out else {}), "processes": self.ctx.world,
                    "global_batch": cfg.batch_size, "precision": self.precision, "replicas_identical": in_sync,
                    **({"init_from": cfg.init_from} if cfg.init_from else {}),
                    **{k: round(v, 6 if k == "val_l1" else 4) for k, v in val.items()}}

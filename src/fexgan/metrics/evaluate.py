@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fexgan.config import TrainConfig
-from fexgan.data import ImageSet, load_source, one_per_identity, split_indices
+from fexgan.data import ImageSet, held_out_indices, held_out_identities, load_source, one_per_identity, split_indices
 from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.metrics.accuracy import PAPER_TABLE1, stat, table1_row
@@ -27,24 +27,25 @@ from fexgan.metrics.realism import diversity, frechet_distance
 from fexgan.metrics.report import write_report
 from fexgan.models import Discriminator, Generator
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "held_out")  # held_out: the identities a run kept out of its training
 MAX_N = 20000
 EXAMPLES = 6   # sources shown in the transfer figure
 
 
-def data_settings(run_or_model: str | Path, data: str | None, summary: dict) -> tuple[str, float, int]:
-    """(data source, validation fraction, split seed): a run's config.json, else the model file's
-    training summary, with `data` given by the user winning over both."""
+def data_settings(run_or_model: str | Path, data: str | None, summary: dict) -> tuple[str, float, int, int]:
+    """(data source, validation fraction, split seed, held-out identities): a run's config.json, else
+    the model file's training summary, with `data` given by the user winning over both."""
     config = Path(run_or_model) / "config.json"
     defaults = TrainConfig()
     if config.is_file():
         cfg = json.loads(config.read_text())
-        return data or cfg.get("data", defaults.data), cfg.get("val_fraction", defaults.val_fraction), cfg.get("seed", defaults.seed)
+        return (data or cfg.get("data", defaults.data), cfg.get("val_fraction", defaults.val_fraction),
+                cfg.get("seed", defaults.seed), cfg.get("held_out", 0))
     spec = data or summary.get("data")
     if not spec:
         raise UserError(f"{run_or_model} is a model file that does not say what it was trained on; "
                         f"give the data with --data (e.g. --data toon)")
-    return spec, defaults.val_fraction, defaults.seed
+    return spec, defaults.val_fraction, defaults.seed, len(summary.get("held_out", []))
 
 
 def default_out(run_or_model: str | Path) -> Path:
@@ -75,22 +76,27 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
         raise UserError(f"--n must be between 2 and {MAX_N} source images, got {n}")
     start = time.time()
     model = FExGAN.load(run_or_model, device)
-    spec, val_fraction, split_seed = data_settings(run_or_model, data, model.summary)
+    spec, val_fraction, split_seed, held_out = data_settings(run_or_model, data, model.summary)
     out = Path(out) if out is not None else default_out(run_or_model)
     cfg, G, D = model.config, model.generator, model.discriminator
     classes, n_cls = cfg.classes, cfg.num_classes
     images = load_source(spec, cfg.image_size, cfg.background, cfg.classes)
-    train_idx, val_idx = split_indices(images, val_fraction, split_seed)
+    train_idx, val_idx = split_indices(images, val_fraction, split_seed, held_out)
     splits = {"train": train_idx, "val": val_idx}
+    if split == "held_out":
+        if not held_out:
+            raise UserError(f"{run_or_model} kept no identities out of its training (held_out=0); evaluate --split val")
+        splits["held_out"] = held_out_indices(images, held_out)
     if len(splits[split]) < 2:
         raise UserError(f"the {split} split of {spec} has {len(splits[split])} images; evaluate --split train instead")
     judge = get_judge(spec, cfg.image_size, model.device, data=images, background=cfg.background, classes=classes, log=log)
     results: dict = {
         "model": str(model.path), "data": spec, "split": split, "n": n, "seed": seed, "image_size": cfg.image_size,
         "classes": list(classes), "device": str(model.device), "split_sizes": {k: len(v) for k, v in splits.items()},
+        "held_out": [images.identities[i] for i in held_out_identities(images, held_out)],
         "judge": {"path": judge.meta.get("path"), "accuracy": judge.accuracy, "train": judge.meta.get("train")},
         "paper_table1": PAPER_TABLE1,
-        "table1": table1(G, D, images, splits, n, seed) if D is not None else {},
+        "table1": table1(G, D, images, {k: splits[k] for k in ("train", "val")}, n, seed) if D is not None else {},
     }
     log(f"table 1 done ({time.time() - start:.0f} s)")
 

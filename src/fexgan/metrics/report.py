@@ -87,6 +87,9 @@ def _intro(r: dict) -> list[str]:
         f"The judge (an expression + identity classifier trained on real training images only, never on generated "
         f"ones; `{r['judge']['path']}`) scores {judge['expression']:.3f} expression and {judge['identity']:.3f} "
         f"identity accuracy on {judge['n']} held-out real images.", "",
+        *([f"The sources are the {len(r['held_out'])} identities the model never saw in training "
+           f"({', '.join(r['held_out'])}): a zero-shot test of unseen characters.", ""]
+          if r["split"] == "held_out" else []),
         "## Headline", "", *[f"- {line}" for line in headline(r)], "",
     ]
     return lines

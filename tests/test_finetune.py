@@ -1,0 +1,77 @@
+"""`fexgan finetune` (src/fexgan/finetune.py): a trained model adapted to a new character from one
+image, with the base model's data replayed and the encoder kept fixed; real runs of the tiny preset."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fexgan import checkpoint as ckpt
+from fexgan import toon
+from fexgan.config import build_config
+from fexgan.errors import UserError
+from fexgan.finetune import finetune, finetune_config, replay_mix
+from fexgan.train import train
+
+FEXGAN = Path(sys.executable).parent / "fexgan"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model of the mask design trained on 5 of the 6 toon:4 characters (the last is held out)."""
+    cfg = build_config("tiny", overrides=["device=cpu", "threads=1", "steps=12", "model.generator=mask", "held_out=1"])
+    return train(cfg, tmp_path_factory.mktemp("finetune") / "base", progress=False)
+
+
+@pytest.fixture(scope="module")
+def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One neutral face of the held-out character, as a user's folder."""
+    root = tmp_path_factory.mktemp("newcomer")
+    character = toon.make_characters(6)[5]
+    (root / "mine" / "neutral").mkdir(parents=True)
+    toon.render_face(character, "neutral", size=64).save(root / "mine" / "neutral" / "face.png")
+    return root
+
+
+def test_a_finetune_starts_from_the_model_keeps_the_encoder_and_replays_the_old_data(base: Path, newcomer: Path,
+                                                                                     tmp_path: Path) -> None:
+    cfg = finetune_config(base, f"folder:{newcomer}", steps=4, overrides=["device=cpu", "threads=1", "batch_size=8"])
+    assert cfg.init_from == str(base) and cfg.replay == "toon:4" and cfg.held_out == 1
+    assert cfg.model == ckpt.load_model(base).config and cfg.freeze == ("generator.encoder",)
+    data, train_idx, _ = replay_mix(cfg)
+    assert data.identities[0] == "mine" and len(data.identities) == 7
+    mine = (data.identity[train_idx] == 0).float().mean().item()
+    assert 0.45 <= mine <= 0.55  # half of every epoch is the new face, half the replayed data
+    assert not (data.identity[train_idx] == 6).any()  # the base's held-out character stays out of the replay
+    model = finetune(base, f"folder:{newcomer}", tmp_path / "run", steps=4,
+                     overrides=["device=cpu", "threads=1", "batch_size=8"], progress=False)
+    before, after = ckpt.read_tensors(base), ckpt.read_tensors(model)
+    encoder = [k for k in before if k.startswith("generator.encoder.") and before[k].is_floating_point()
+               and "running" not in k and "num_batches" not in k]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(("generator.decoder.", "generator.colour.")))
+    summary = ckpt.read_metadata(model)[1]
+    assert summary["init_from"] == str(base) and summary["steps"] == 4
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["replay"] == "toon:4"
+    assert ckpt.load_model(model).config.generator == "mask"
+
+
+def test_finetune_from_the_command_line_and_its_mistakes(base: Path, newcomer: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([str(FEXGAN), "finetune", str(base), "--data", f"folder:{newcomer}", "--steps", "2",
+                           "--out", str(tmp_path / "cli"), "--quiet", "--set", "device=cpu", "--set", "batch_size=8"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cli" / "model.safetensors").is_file()
+    for args, words in [(["--data", f"folder:{tmp_path / 'nothing'}"], "does not exist"),
+                        (["--data", f"folder:{newcomer}", "--set", "freeze=generator.elbow"], "freeze")]:
+        bad = subprocess.run([str(FEXGAN), "finetune", str(base), *args, "--steps", "2", "--out", str(tmp_path / "bad")],
+                             capture_output=True, text=True, timeout=120)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 2 and len(lines) == 1 and words in lines[0], bad.stderr
+        assert not (tmp_path / "bad").exists()
+    with pytest.raises(UserError, match="replay"):
+        finetune_config(base, f"folder:{newcomer}", replay="", overrides=["replay_share=1.5"])
