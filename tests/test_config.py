@@ -21,7 +21,7 @@ def test_presets() -> None:
     assert (cpu.augment_shift, cpu.augment_scale) == (0, 0) and (paper.augment_shift, paper.augment_scale) > (0, 0)
     t = build_config("tiny")
     assert t.model.image_size == 32 and t.data == "toon:4" and t.batch_size == 8
-    assert set(PRESETS) == {"paper", "cpu", "tiny"}
+    assert set(PRESETS) == {"paper", "cpu", "any", "tiny"}
 
 
 def test_overrides_take_the_type_of_the_value_they_replace(tmp_path: Path) -> None:

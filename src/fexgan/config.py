@@ -174,8 +174,9 @@ class TrainConfig:
         if unknown:
             raise UnknownKeys(sorted(unknown))
         model = ModelConfig.from_dict(model_d)
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
+        for key in ("betas", "freeze"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(model=model, **d)
 
 
