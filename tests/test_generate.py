@@ -15,7 +15,7 @@ from PIL import Image
 
 import fexgan
 from fexgan import checkpoint as ckpt
-from fexgan import figures
+from fexgan import figures, toon
 from fexgan.checkpoint import save_model
 from fexgan.config import build_config
 from fexgan.data import load_source, to_model_input
@@ -355,3 +355,19 @@ def test_cli_bad_input_is_one_line_exit_2(run: Path, faces: dict[str, Path], tmp
         if i < 2:
             r = _cli(*argv)
             _one_error_line(r.returncode, r.stderr, message, tmp_path)
+
+
+# ----------------------------------------------------------------------------- precision
+def test_inference_is_bf16_only_where_the_device_has_it_and_stays_close_to_fp32(run: Path) -> None:
+    from fexgan.devices import bf16_support
+
+    auto, fp32 = fexgan.load(run, "cpu"), fexgan.load(run, "cpu", precision="fp32")
+    assert auto.precision == ("bf16" if bf16_support(torch.device("cpu")) else "fp32") and fp32.precision == "fp32"
+    bf16 = fexgan.load(run, "cpu", precision="bf16")
+    x = bf16.prepare([toon.render_face(c, "neutral", size=32) for c in toon.make_characters(4)])
+    a, b = (m.transfer_tensor(x, torch.eye(7), source="neutral") for m in (fp32, bf16))
+    assert a.dtype == b.dtype == torch.float32
+    diff = ((a + 1) * 127.5 - (b + 1) * 127.5).abs()
+    assert 0 < diff.max() and (diff <= 1).float().mean() > 0.95  # bf16 rounds; a few levels at most
+    with pytest.raises(UserError, match="precision 'half' is not one of auto, fp32, bf16"):
+        fexgan.load(run, "cpu", precision="half")

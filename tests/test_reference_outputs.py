@@ -51,7 +51,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def transfers(model_path: Path) -> torch.Tensor:
     """Four toon characters' canonical neutral faces to every expression: (faces, 7, 3, S, S) in [-1, 1]."""
-    model = fexgan.load(model_path, "cpu")
+    model = fexgan.load(model_path, "cpu", precision="fp32")  # the pinned numbers are fp32's, on any CPU
     faces = [toon.render_face(ch, "neutral", None, model.config.image_size) for ch in toon.make_characters(FACES)]
     return model.transfer_tensor(model.prepare(faces), torch.eye(model.config.num_classes), source="neutral")
 

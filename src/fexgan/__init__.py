@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 __all__ = ["EXPRESSIONS", "MIXED_PAIRS", "UserError", "load", "parse_affect", "__version__"]
 
 
-def load(model: str, device: str = "auto") -> "FExGAN":
+def load(model: str, device: str = "auto", precision: str = "auto") -> "FExGAN":
     """A trained model ready to generate, from a run folder, a model file or a shipped model name:
     `model = fexgan.load("runs/demo"); model.transfer("face.png", to="joy")` (see fexgan.generate)."""
     from fexgan.generate import FExGAN
 
-    return FExGAN.load(model, device)
+    return FExGAN.load(model, device, precision)

@@ -37,3 +37,12 @@ def bf16_support(device: torch.device) -> str | None:
         return "CUDA" if torch.cuda.is_bf16_supported() else None
     flags = cpu_bf16_flags() if device.type == "cpu" else []
     return f"CPU {' + '.join(flags)}" if flags else None
+
+
+def inference_precision(name: str, device: torch.device) -> str:
+    """'bf16' or 'fp32' for generating on `device`: 'auto' is bf16 where the device computes it natively."""
+    if name not in ("auto", "fp32", "bf16"):
+        raise UserError(f"precision '{name}' is not one of auto, fp32, bf16")
+    if name == "auto":
+        return "bf16" if bf16_support(device) else "fp32"
+    return name
