@@ -371,3 +371,14 @@ def test_inference_is_bf16_only_where_the_device_has_it_and_stays_close_to_fp32(
     assert 0 < diff.max() and (diff <= 1).float().mean() > 0.95  # bf16 rounds; a few levels at most
     with pytest.raises(UserError, match="precision 'half' is not one of auto, fp32, bf16"):
         fexgan.load(run, "cpu", precision="half")
+
+
+def test_a_face_unlike_the_training_characters_is_far() -> None:
+    """The shipped toon-128: its six characters are near, six toon characters it never saw and noise far."""
+    shipped = fexgan.load("toon-128", "cpu")
+    chars = toon.make_characters(12)
+    known = shipped.prepare([toon.render_face(c, "neutral", size=128) for c in chars[:6]])
+    unseen = shipped.prepare([toon.render_face(c, "neutral", size=128) for c in chars[6:]])
+    near, far = shipped.distance_tensor(known, "neutral"), shipped.distance_tensor(unseen, "neutral")
+    assert near.shape == far.shape == (6,)
+    assert near.max() < generate.FAR < far.min()

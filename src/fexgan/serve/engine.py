@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from fexgan import toon
 from fexgan.data import open_image, prepare_image
 from fexgan.errors import UserError
-from fexgan.generate import FExGAN
+from fexgan.generate import FAR, FExGAN
 from fexgan.matte import MIN_SIZE, upscale_note
 
 MB = 2**20
@@ -60,6 +60,11 @@ class Face:
     pixels: np.ndarray  # (S, S, 3) uint8
     source: str
     probabilities: dict[str, float] | None = None
+    distance: float = 0.0  # from the characters the model knows (`FExGAN.distance_tensor`)
+
+    @property
+    def far(self) -> bool:
+        return self.distance > FAR
 
     @property
     def image(self) -> Image.Image:
@@ -153,7 +158,8 @@ class Engine:
         probabilities = self.model.classify(Image.fromarray(pixels)) if self.model.discriminator is not None else None
         if source is None:
             source = max(probabilities, key=probabilities.get) if probabilities else self.neutral
-        return Face(original, pixels, source, probabilities)
+        x = self.model.prepare(Image.fromarray(pixels))
+        return Face(original, pixels, source, probabilities, float(self.model.distance_tensor(x, source)[0]))
 
     def check_size(self, size: int | None) -> str | None:
         """Refuse an output side over the limit; the line saying it is upscaled, when it is."""

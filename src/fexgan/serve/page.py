@@ -20,6 +20,7 @@ from PIL import Image
 
 from fexgan.animation import ANIMATIONS, MEDIA_TYPES, animation_bytes, png_bytes, sprite_sheet
 from fexgan.errors import UserError
+from fexgan.generate import FAR
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.figures import figure_cells
 from fexgan.serve.api import b64
@@ -119,7 +120,12 @@ class Page:
             return (gradio().skip(),) * 5
         with open(payload["path"], "rb") as f:
             data = f.read(self.engine.limits.max_upload_bytes + 1)  # enough to tell that a file is too large
-        return (None, *self.show(self.engine.upload(data), weights))
+        face = self.engine.upload(data)
+        if face.far:
+            gradio().Warning(f"This face is far from the characters the model knows (distance {face.distance:.2f}, "
+                             f"above {FAR}): the expressions are drawn over its own pixels and may look off. "
+                             f"`fexgan finetune` adapts the model to a new character from one image.")
+        return (None, *self.show(face, weights))
 
     @in_page
     def on_character(self, name: str, *weights: float) -> tuple:
