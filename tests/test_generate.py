@@ -15,7 +15,7 @@ from PIL import Image
 
 import fexgan
 from fexgan import checkpoint as ckpt
-from fexgan import figures, toon
+from fexgan import figures, generate, toon
 from fexgan.checkpoint import save_model
 from fexgan.config import build_config
 from fexgan.data import load_source, to_model_input
