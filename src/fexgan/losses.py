@@ -43,7 +43,8 @@ def mask_terms(parts: dict[str, torch.Tensor], target_image: torch.Tensor, gamma
         return {}
     keep = parts["keep"].float()
     colour_rec = F.l1_loss(parts["colour"].float(), target_image)
-    alone_rec = F.l1_loss(parts["alone"].float(), target_image)
+    alone = parts["alone"].float()  # the first images of the batch
+    alone_rec = F.l1_loss(alone, target_image[:len(alone)])
     tv = (keep[..., 1:, :] - keep[..., :-1, :]).abs().mean() + (keep[..., :, 1:] - keep[..., :, :-1]).abs().mean()
     kept = keep.mean()
     total = gamma * (colour_weight * colour_rec + alone_weight * alone_rec) + mask_smooth * tv + mask_size * kept

@@ -120,10 +120,18 @@ class Decoder(nn.Module):
         self.out = nn.Sequential(nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Tanh())
         init_weights(self)
 
-    def features(self, z: torch.Tensor, affect: torch.Tensor) -> torch.Tensor:
-        """The last hidden layer (B, channels, S/2, S/2), before the output layer."""
-        h = torch.cat([self.z_in(z), self.affect_in(affect.to(z.dtype))], dim=1)
-        return self.blocks(h[:, :, None, None])
+    def features(self, z: torch.Tensor, affect: torch.Tensor, skips: dict[int, torch.Tensor] | None = None
+                 ) -> torch.Tensor:
+        """The last hidden layer (B, channels, S/2, S/2), before the output layer; `skips` (side ->
+        features) are added to the output of the block of that side (the mask design's skips)."""
+        h = torch.cat([self.z_in(z), self.affect_in(affect.to(z.dtype))], dim=1)[:, :, None, None]
+        if not skips:
+            return self.blocks(h)
+        for block in self.blocks:
+            h = block(h)
+            if h.shape[-1] in skips:
+                h = h + skips[h.shape[-1]]
+        return h
 
     def forward(self, z: torch.Tensor, affect: torch.Tensor) -> torch.Tensor:
         return self.out(self.features(z, affect))
@@ -171,17 +179,43 @@ class Generator(nn.Module):
         return fake, mu, log_sigma, parts
 
 
+class SourceSkips(nn.Module):
+    """The source image's own features at the decoder's last `levels` sides (S/2, S/4, ...), from a
+    small stack of stride-2 convolutions, each projected by a 1 x 1 convolution that starts at zero
+    (so that a new model's decoder starts as the paper's). pix2pix's U-Net skips, from the image."""
+
+    def __init__(self, cfg: ModelConfig, levels: int = 3):
+        super().__init__()
+        chs = decoder_channels(cfg)[::-1][:levels]  # the decoder's channels at S/2, S/4, ...
+        downs, cin = [], 3
+        for cout in chs:
+            downs.append(_down(cin, cout, norm=False, act=True))
+            cin = cout
+        self.downs = nn.ModuleList(downs)
+        self.projections = nn.ModuleList(nn.Conv2d(c, c, 1) for c in chs)
+        init_weights(self)
+        for proj in self.projections:
+            nn.init.zeros_(proj.weight)
+
+    def forward(self, source: torch.Tensor) -> dict[int, torch.Tensor]:
+        out, h = {}, source
+        for down, proj in zip(self.downs, self.projections):
+            h = down(h)
+            out[h.shape[-1]] = proj(h)
+        return out
+
+
 class MaskGenerator(Generator):
-    """The paper's encoder and decoder, and two heads that edit the source: a colour image C and a mask
-    A in [0, 1] (GANimation's attention), both drawn from the decoder's last features next to the
-    source itself at half size (a skip from the input, as pix2pix's U-Net), so that C can take a
-    character's own colours. An edit is A * source + (1 - A) * C: the source's pixels pass through
-    wherever the expression does not change them, and a character the model never saw keeps its
-    identity. Drawing alone (no source: Fig. 4) it is the paper's decoder, trained against the target
-    as well, so that it still draws a whole face."""
+    """The paper's encoder and decoder, with the source itself fed to the decoder: its features are
+    added at the decoder's last three sides (`SourceSkips`), and two heads draw a colour image C and a
+    mask A in [0, 1] (GANimation's attention) from the decoder's last features next to the source at
+    half size. An edit is A * source + (1 - A) * C: the source's pixels pass through wherever the
+    expression does not change them, and a character the model never saw keeps its identity. Drawing
+    alone (no source: Fig. 4) it is the paper's decoder, trained against the target as well."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
+        self.skips = SourceSkips(cfg)
         cin = decoder_channels(cfg)[-1] + 3
         self.colour = nn.Sequential(nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Tanh())
         self.mask = nn.Sequential(nn.ConvTranspose2d(cin, 1, 4, 2, 1), nn.Sigmoid())
@@ -189,14 +223,16 @@ class MaskGenerator(Generator):
 
     def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        h = self.decoder.features(z, affect)
-        alone = self.decoder.out(h)
         if source is None:
-            return alone, {}
-        source = source.to(h.dtype)
-        both = torch.cat([h, F.avg_pool2d(source, 2)], dim=1)
+            return self.decoder(z, affect), {}
+        h = self.decoder.features(z, affect, self.skips(source))
+        both = torch.cat([h, F.avg_pool2d(source, 2).to(h.dtype)], dim=1)
         colour, keep = self.colour(both), self.mask(both)
-        return keep * source + (1 - keep) * colour, {"alone": alone, "colour": colour, "keep": keep}
+        parts = {"colour": colour, "keep": keep}
+        if self.training:  # the decoder alone on a quarter of the batch, for its own L1 (`losses.mask_terms`)
+            quarter = max(1, len(z) // 4)
+            parts["alone"] = self.decoder(z[:quarter], affect[:quarter])
+        return keep * source.to(colour.dtype) + (1 - keep) * colour, parts
 
 
 class Discriminator(nn.Module):
