@@ -131,8 +131,11 @@ def test_sidecar_is_enough_to_run_a_transfer_without_fexgan(onnx_export: tuple[P
     y = session(out / "generator.onnx").run(None, {"image": rgb, "source_affect": affect("neutral"),
                                                    "target_affect": affect("joy")})[0]
     pixels = np.clip((y[0].transpose(1, 2, 0) + 1) * 127.5, 0, 255).round().astype(np.uint8)
-    expected = np.asarray(fexgan.load(tiny, "cpu").transfer(face, "joy", source="neutral"))
-    assert np.abs(pixels.astype(int) - expected.astype(int)).max() <= 1
+    expected = fexgan.load(tiny, "cpu", precision="fp32").transfer(face, "joy", source="neutral")
+    assert expected.mode == "RGBA"  # the transparent toon face keeps its silhouette (the matte is fexgan's, not ONNX's)
+    expected = np.asarray(expected.convert("RGB"))
+    opaque = np.asarray(face)[..., 3] == 255
+    assert np.abs(pixels.astype(int) - expected.astype(int))[opaque].max() <= 1
 
 
 def test_a_parity_failure_is_loud_and_writes_nothing(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,7 +227,7 @@ def test_cli_transfer_with_the_shipped_model_name(tmp_path: Path) -> None:
     done = run_cli("transfer", "toon-128", str(tmp_path / "face.png"), "--to", "joy", "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     written = Image.open(tmp_path / "out" / "face_joy.png")
-    assert written.size == (128, 128) and written.mode == "RGB"
+    assert written.size == (128, 128) and written.mode == "RGBA"  # the toon face is transparent: so is its output
     expected = fexgan.load("toon-128", "cpu").transfer(tmp_path / "face.png", "joy")
     assert np.array_equal(np.asarray(written), np.asarray(expected))
 

@@ -220,6 +220,10 @@ class MaskGenerator(Generator):
         self.colour = nn.Sequential(nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Tanh())
         self.mask = nn.Sequential(nn.ConvTranspose2d(cin, 1, 4, 2, 1), nn.Sigmoid())
         init_weights(self.colour), init_weights(self.mask)
+        # Start by drawing (A = 0.05), not by copying: a mask that starts at 0.5 beside a colour head that
+        # cannot draw yet saturates at 1, "copy everything", and its gradient vanishes (measured: A's mean
+        # 0.996-0.999 for 6,700 steps, PSNR at the copy's). From near 0 it opens only where copying wins.
+        nn.init.constant_(self.mask[0].bias, -3.0)
 
     def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
