@@ -113,7 +113,7 @@ class TrainConfig:
     init_from: str = ""              # a model (file, run folder, shipped name) whose weights start the run
     replay: str = ""                 # fine-tunes: data replayed beside `data` (the base model's), ...
     replay_share: float = 0.5        # ... making up this share of every epoch
-    freeze: tuple[str, ...] = ()     # parts kept fixed: generator.encoder|decoder|colour|mask, discriminator
+    freeze: tuple[str, ...] = ()     # generator parts kept fixed: generator.encoder|decoder|colour|mask|skips
     sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)
     log_every: int = 20
@@ -156,7 +156,7 @@ class TrainConfig:
                 raise UserError(f"{key} must be in [0, {high}], got {getattr(self, key)}")
         if not 0 <= self.replay_share < 1:
             raise UserError(f"replay_share {self.replay_share} must be in [0, 1)")
-        parts = ("generator.encoder", "generator.decoder", "generator.colour", "generator.mask", "discriminator")
+        parts = ("generator.encoder", "generator.decoder", "generator.colour", "generator.mask", "generator.skips")
         if any(f not in parts for f in self.freeze):
             raise UserError(f"freeze {','.join(self.freeze)}: each part must be one of {', '.join(parts)}")
         if not 0 < self.rollback_lr_factor < 1:

@@ -57,8 +57,7 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     initial weights are broadcast to all), optionally with synchronised batch norm."""
     G, D = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
     for part in cfg.freeze:  # fine-tunes keep these fixed: no gradients, so Adam leaves them alone
-        owner, _, name = part.partition(".")
-        module = D if owner == "discriminator" else getattr(G, name, None)
+        module = getattr(G, part.removeprefix("generator."), None)
         if module is None:
             raise UserError(f"freeze {part}: the {cfg.model.generator} design has no such part")
         module.requires_grad_(False)
