@@ -118,6 +118,10 @@ def train(
     model = run_training(cfg, run, resume=resume is not None, progress=not quiet)
     if os.environ.get("RANK", "0") == "0":
         console.print(f"[green]done:[/] model {model}, samples in {run / 'samples'}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from fexgan.distributed import leave
+
+        leave()
 
 
 

@@ -84,6 +84,16 @@ def cleanup(ctx: Context) -> None:
         dist.destroy_process_group()
 
 
+def leave(code: int = 0) -> None:
+    """End a torchrun worker whose run is complete (files written, process group destroyed) without the
+    interpreter's teardown: there a rank aborted now and then (`terminate called without an active
+    exception`, SIGABRT) while its peer was still writing the model, and torchrun then stopped the job
+    (1 in 25-30 two-process runs on a loaded machine: benchmarks/RESULTS.md, "Seams")."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def launch(nproc: int, train_args: list[str]) -> int:
     """Run `torchrun --nproc_per_node nproc -m fexgan train ARGS` and explain a failure in one line."""
     if nproc < 1:
