@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from fexgan.checkpoint import read_metadata, resolve_model
-from fexgan.config import TrainConfig, build_config
+from fexgan.config import PRESETS, TrainConfig, build_config
 from fexgan.data import ImageSet, check_coverage, load_source, split_indices
 from fexgan.errors import UserError
 
@@ -35,12 +35,10 @@ def finetune_config(model: str | Path, data: str, minutes: float = 3.0, steps: i
     replay = replay or summary.get("data")
     if not replay:
         raise UserError(f"{path} does not say what it was trained on; give the data to replay with --replay DATA")
-    model_settings = [f"model.{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-                      for k, v in model_cfg.to_dict().items()]
+    base = {**PRESETS["cpu"], "model": model_cfg.to_dict(), "held_out": len(summary.get("held_out", []))}
     length = [f"steps={steps}"] if steps else [f"minutes={minutes}"]
-    return build_config("cpu", overrides=[*model_settings, *SETTINGS, f"held_out={len(summary.get('held_out', []))}",
-                                          f"data={data}", f"replay={replay}", f"init_from={path}", *length,
-                                          *(overrides or [])])
+    return build_config(base=base, overrides=[*SETTINGS, f"data={data}", f"replay={replay}", f"init_from={path}",
+                                              *length, *(overrides or [])])
 
 
 def replay_mix(cfg: TrainConfig) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:

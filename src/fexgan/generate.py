@@ -161,8 +161,11 @@ class FExGAN:
         pils, _ = self._open(images)
         return from_pil(pils, self.config.image_size, self.config.background).to(self.device)
 
-    def _source(self, x: torch.Tensor, source: Affect | None) -> torch.Tensor:
-        """Source affects (B, classes): the given one for all images, or the classifier's prediction."""
+    def _source(self, x: torch.Tensor, source: Affect | torch.Tensor | None) -> torch.Tensor:
+        """Source affects (B, classes): the given one for all images (or one per image, as a (B, classes)
+        tensor), or the classifier's prediction."""
+        if isinstance(source, torch.Tensor) and source.shape == (len(x), len(self.classes)):
+            return source.to(self.device)
         if source is not None:
             return self.affect(source).to(self.device).expand(len(x), -1)
         if self.discriminator is None:
@@ -210,7 +213,8 @@ class FExGAN:
         scores 0.014-0.025 on its six characters, 0.21-0.48 on six toon characters it never saw and
         0.82 on noise; above `FAR` the model has not seen the like (`fexgan finetune` adapts it)."""
         x = x.to(self.device)
-        drawn = self.decode_tensor(self.encode_tensor(x, source), self._source(x, source))
+        src = self._source(x, source)  # once: with no source given, it is the classifier's reading
+        drawn = self.decode_tensor(self.encode_tensor(x, src), src)
         return (drawn - x).abs().flatten(1).mean(1)
 
     def sample_tensor(self, expression: Affect = "joy", n: int = 16, seed: int = 0) -> torch.Tensor:
