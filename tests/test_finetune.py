@@ -22,8 +22,8 @@ FEXGAN = Path(sys.executable).parent / "fexgan"
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model of the mask design trained on 5 of the 6 toon:4 characters (the last is held out)."""
-    cfg = build_config("tiny", overrides=["device=cpu", "threads=1", "steps=12", "model.generator=mask", "held_out=1"])
+    """A tiny model of the edit design trained on 5 of the 6 toon:4 characters (the last is held out)."""
+    cfg = build_config("tiny", overrides=["device=cpu", "threads=1", "steps=12", "model.generator=edit", "held_out=1"])
     return train(cfg, tmp_path_factory.mktemp("finetune") / "base", progress=False)
 
 
@@ -53,11 +53,11 @@ def test_a_finetune_starts_from_the_model_keeps_the_encoder_and_replays_the_old_
     encoder = [k for k in before if k.startswith("generator.encoder.") and before[k].is_floating_point()
                and "running" not in k and "num_batches" not in k]
     assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(("generator.decoder.", "generator.colour.")))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(("generator.decoder.", "generator.head.")))
     summary = ckpt.read_metadata(model)[1]
     assert summary["init_from"] == str(base) and summary["steps"] == 4
     assert json.loads((tmp_path / "run" / "config.json").read_text())["replay"] == "toon:4"
-    assert ckpt.load_model(model).config.generator == "mask"
+    assert ckpt.load_model(model).config.generator == "edit"
 
 
 def test_finetune_from_the_command_line_and_its_mistakes(base: Path, newcomer: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fexgan.config import IMAGE_SIZES, ModelConfig
-from fexgan.models import Decoder, Discriminator, Dropout, Encoder, Generator, MaskGenerator, build_generator
+from fexgan.models import Decoder, Discriminator, Dropout, Encoder, EditGenerator, Generator, build_generator
 
 B = 2
 
@@ -202,38 +202,36 @@ def test_width_scales_every_channel_count() -> None:
     assert deconvs == [ch // 2 for ch, *_ in DECODER_TABLE]
 
 
-# ----------------------------------------------------------------------------- the mask design
-def test_the_mask_design_blends_the_source_and_draws_alone_without_one() -> None:
-    """decode(z, affect, source) = A * source + (1 - A) * C; without a source it is the paper's decoder
-    alone; a mask forced to 1 hands back the source exactly, forced to 0 the colour image."""
+# ----------------------------------------------------------------------------- the edit design
+def test_the_edit_design_changes_the_source_and_draws_alone_without_one() -> None:
+    """decode(z, affect, source) = source + change; a new model hands back its input exactly; without a
+    source it is the paper's decoder alone; the change depends on the source and on the target affect."""
     torch.manual_seed(0)
-    cfg = ModelConfig(generator="mask", image_size=32, width=0.25, latent_dim=16)
+    cfg = ModelConfig(generator="edit", image_size=32, width=0.25, latent_dim=16)
     gen = build_generator(cfg).eval()
-    assert isinstance(gen, MaskGenerator) and isinstance(build_generator(ModelConfig()), Generator)
+    assert isinstance(gen, EditGenerator) and isinstance(build_generator(ModelConfig()), Generator)
     x, a = torch.rand(3, 3, 32, 32) * 2 - 1, _affect(3)
     with torch.no_grad():
         z = gen.encode(x, a)[0]
-        alone = gen.decode(z, a)
-        blended, parts = gen.draw(z, a, x)
-        assert torch.equal(alone, gen.decoder(z, a)) and set(parts) == {"colour", "keep"}
-        keep, colour = parts["keep"], parts["colour"]
-        assert keep.shape == (3, 1, 32, 32) and 0 < keep.min() and keep.max() < 1
-        assert torch.allclose(blended, keep * x + (1 - keep) * colour, atol=1e-6)
-        assert torch.equal(gen.transfer(x, a, a), gen.decode(z, a, x))
-        assert not torch.allclose(gen.decode(z, a, x), gen.decode(z, a, x.flip(-1)))  # C sees the source
-        for proj in gen.skips.projections:  # the skips start at zero: a new model's decoder is the paper's
+        assert torch.equal(gen.decode(z, a), gen.decoder(z, a))
+        assert torch.equal(gen.decode(z, a, x), x)  # the change starts at zero
+        for proj in gen.skips.projections:  # ... and so do the skips: a new model's decoder is the paper's
             assert not proj.weight.any()
-        gen.mask[0].bias.fill_(1e4)
-        assert torch.allclose(gen.decode(z, a, x), x, atol=1e-6)
-        gen.mask[0].bias.fill_(-1e4)
-        assert torch.allclose(gen.decode(z, a, x), colour, atol=1e-6)
+        for p in gen.parameters():  # a trained model's weights are nowhere zero
+            p.add_(torch.randn_like(p) * 0.05)
+        edited, parts = gen.draw(z, a, x)
+        assert parts == {} and edited.shape == x.shape and edited.abs().max() <= 1
+        assert torch.equal(gen.transfer(x, a, a), gen.decode(gen.encode(x, a)[0], a, x))
+        assert not torch.allclose(edited, x, atol=1e-3)
+        assert not torch.allclose(edited, gen.decode(z, a, x.flip(-1)).flip(-1), atol=1e-3)  # it sees the source
+        assert not torch.allclose(edited, gen.decode(z, a.roll(1, dims=1), x), atol=1e-3)  # ... and the target
     train_parts = gen.train()(x, a, a)[3]
-    assert set(train_parts) == {"alone", "colour", "keep"}
+    assert set(train_parts) == {"alone"} and train_parts["alone"].shape == (1, 3, 32, 32)
 
 
-def test_the_mask_design_adds_only_its_heads_to_the_papers_weights() -> None:
+def test_the_edit_design_adds_only_its_skips_and_head_to_the_papers_weights() -> None:
     cfg = ModelConfig(image_size=64, width=0.25)
-    paper, mask = build_generator(cfg), build_generator(ModelConfig(**{**cfg.to_dict(), "generator": "mask"}))
-    extra = {k.split(".")[0] for k in set(mask.state_dict()) - set(paper.state_dict())}
-    assert extra == {"colour", "mask", "skips"}
-    assert set(paper.state_dict()) <= set(mask.state_dict())
+    paper, edit = build_generator(cfg), build_generator(ModelConfig(**{**cfg.to_dict(), "generator": "edit"}))
+    extra = {k.split(".")[0] for k in set(edit.state_dict()) - set(paper.state_dict())}
+    assert extra == {"head", "skips"}
+    assert set(paper.state_dict()) <= set(edit.state_dict())

@@ -16,7 +16,7 @@ from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 
 IMAGE_SIZES = (32, 64, 128, 256)
-GENERATORS = ("paper", "mask")  # generator designs, the keys of `fexgan.models.GENERATORS`
+GENERATORS = ("paper", "edit")  # generator designs, the keys of `fexgan.models.GENERATORS`
 
 
 class UnknownKeys(UserError):
@@ -30,8 +30,8 @@ class UnknownKeys(UserError):
 @dataclass
 class ModelConfig:
     """Shape of the networks. `width` multiplies every channel count of the reference layout;
-    `generator` names the generator's design (`GENERATORS`; "paper": the reference layout; "mask": the
-    paper's with a mask head that passes the source's pixels through, `fexgan.models.MaskGenerator`)."""
+    `generator` names the generator's design (`GENERATORS`; "paper": the reference layout; "edit": the
+    paper's with the source fed to the decoder, which draws a change of it, `fexgan.models.EditGenerator`)."""
 
     generator: str = "paper"
     image_size: int = 128
@@ -97,10 +97,7 @@ class TrainConfig:
     late_fraction: float = 0.5       # the paper lowers the adversarial weight after half the epochs
     beta: float = 0.01               # weight of the KL term
     gamma: float = 100.0             # weight of the L1 reconstruction term
-    colour_weight: float = 1.0       # mask design: weight of its colour image's own L1 (times gamma)
-    alone_weight: float = 0.5        # mask design: weight of the L1 of the decoder's image drawn alone (times gamma)
-    mask_smooth: float = 10.0        # mask design: weight of the mask's total variation
-    mask_size: float = 1.0           # mask design: weight of the mask's mean (what it keeps of the source)
+    alone_weight: float = 0.5        # edit design: weight of the L1 of the decoder's image drawn alone (times gamma)
     ema_decay: float = 0.999         # model files hold this moving average of the generator's weights (0: raw)
     target_jitter: float = 0.0       # std of normal noise added to the target affect vector (paper, Sec. 3.1)
     augment_shift: float = 0.06      # random translation as a fraction of the image size (source and L1 target alike)
@@ -113,7 +110,7 @@ class TrainConfig:
     init_from: str = ""              # a model (file, run folder, shipped name) whose weights start the run
     replay: str = ""                 # fine-tunes: data replayed beside `data` (the base model's), ...
     replay_share: float = 0.5        # ... making up this share of every epoch
-    freeze: tuple[str, ...] = ()     # generator parts kept fixed: generator.encoder|decoder|colour|mask|skips
+    freeze: tuple[str, ...] = ()     # generator parts kept fixed: generator.encoder|decoder|skips|head
     sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)
     log_every: int = 20
@@ -145,8 +142,7 @@ class TrainConfig:
         for key, low in at_least.items():
             if getattr(self, key) < low:
                 raise UserError(f"{key} must be at least {low}, got {getattr(self, key)}")
-        for key in ("alpha", "alpha_late", "beta", "gamma", "target_jitter", "colour_weight", "alone_weight", "mask_smooth",
-                    "mask_size"):
+        for key in ("alpha", "alpha_late", "beta", "gamma", "target_jitter", "alone_weight"):
             if not 0 <= getattr(self, key) < float("inf"):
                 raise UserError(f"{key} must be a finite number >= 0, got {getattr(self, key)}")
         if not 0 <= self.ema_decay < 1:
@@ -156,7 +152,7 @@ class TrainConfig:
                 raise UserError(f"{key} must be in [0, {high}], got {getattr(self, key)}")
         if not 0 <= self.replay_share < 1:
             raise UserError(f"replay_share {self.replay_share} must be in [0, 1)")
-        parts = ("generator.encoder", "generator.decoder", "generator.colour", "generator.mask", "generator.skips")
+        parts = ("generator.encoder", "generator.decoder", "generator.skips", "generator.head")
         if any(f not in parts for f in self.freeze):
             raise UserError(f"freeze {','.join(self.freeze)}: each part must be one of {', '.join(parts)}")
         if not 0 < self.rollback_lr_factor < 1:
@@ -191,10 +187,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"model": {"image_size": 64, "width": 0.25}, "batch_size": 32, "epochs": 30,
             "lr": 5e-4, "late_fraction": 0.2, "sample_every": 250, "checkpoint_every": 250,
             "augment_shift": 0.0, "augment_scale": 0.0},
-    # Any character: the cpu preset with the mask design (model.generator=mask), trained on 40 of 48
+    # Any character: the cpu preset with the edit design (model.generator=edit), trained on 56 of 64
     # toon characters; the last 8 are held out for the zero-shot test (evaluate --split held_out).
-    "any": {"model": {"image_size": 64, "width": 0.25, "generator": "mask"}, "batch_size": 32, "epochs": 30,
-            "data": "toon:20:48", "held_out": 8, "lr": 5e-4, "late_fraction": 0.2, "sample_every": 500,
+    "any": {"model": {"image_size": 64, "width": 0.25, "generator": "edit"}, "batch_size": 32, "epochs": 60,
+            "data": "toon:20:64", "held_out": 8, "lr": 5e-4, "late_fraction": 0.2, "sample_every": 500,
             "checkpoint_every": 500, "augment_shift": 0.0, "augment_scale": 0.0},
     # 32 px and tiny widths, for tests; fp32 (amp off), so that its numbers are the same on every CPU.
     "tiny": {"model": {"image_size": 32, "width": 0.0625, "latent_dim": 16}, "batch_size": 8,

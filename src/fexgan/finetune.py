@@ -5,7 +5,7 @@ A fine-tune is a training run (`fexgan.train`) that starts from the model's weig
 with a fresh optimiser at a lower learning rate, on the new character's images mixed with a replay of
 the data the model was trained on (`replay`, a `replay_share` of every epoch), so that the characters
 it knew do not degrade. The encoder stays fixed (`freeze`): the latent space the known characters
-live in does not move, and the decoder, its mask head and the discriminator learn the newcomer.
+live in does not move, and the decoder, its skips and head and the discriminator learn the newcomer.
 It writes a run folder like `train` (with `init_from` in its config and its model's summary); the
 result loads, serves and exports like any model.
 

@@ -31,24 +31,17 @@ def reconstruction_loss(generated: torch.Tensor, target_image: torch.Tensor) -> 
     return F.l1_loss(generated, target_image)
 
 
-def mask_terms(parts: dict[str, torch.Tensor], target_image: torch.Tensor, gamma: float, colour_weight: float,
-               alone_weight: float, mask_smooth: float, mask_size: float) -> dict[str, torch.Tensor]:
-    """The mask design's terms (`fexgan.models.MaskGenerator`): L1 of its colour image C against the
-    target (so that C learns wherever the mask lets the source through, and the mask can learn where
-    C is better), L1 of the decoder's image drawn alone (so that it still draws a whole face), the
-    total variation of the mask A (smooth masks), and A's mean, the share of the source it keeps,
-    penalised a little against saturating at "copy everything" (GANimation's failure mode).
-    `mask_total` is their weighted sum; an empty `parts` (the paper's design) gives no terms."""
+def design_terms(parts: dict[str, torch.Tensor], target_image: torch.Tensor, gamma: float, alone_weight: float
+                 ) -> dict[str, torch.Tensor]:
+    """The edit design's term (`fexgan.models.EditGenerator`): L1 of the decoder's image drawn alone
+    (no source) for the first images of the batch, so that it still draws a whole face (Fig. 4).
+    `design_total` is its weight (`alone_weight` x gamma) times it; an empty `parts` (the paper's
+    design) gives no terms."""
     if not parts:
         return {}
-    keep = parts["keep"].float()
-    colour_rec = F.l1_loss(parts["colour"].float(), target_image)
-    alone = parts["alone"].float()  # the first images of the batch
+    alone = parts["alone"].float()
     alone_rec = F.l1_loss(alone, target_image[:len(alone)])
-    tv = (keep[..., 1:, :] - keep[..., :-1, :]).abs().mean() + (keep[..., :, 1:] - keep[..., :, :-1]).abs().mean()
-    kept = keep.mean()
-    total = gamma * (colour_weight * colour_rec + alone_weight * alone_rec) + mask_smooth * tv + mask_size * kept
-    return {"mask_total": total, "colour_rec": colour_rec, "alone_rec": alone_rec, "mask_tv": tv, "mask_keep": kept}
+    return {"design_total": gamma * alone_weight * alone_rec, "alone_rec": alone_rec}
 
 
 def generator_loss(fake_logit: torch.Tensor, fake_class_logits: torch.Tensor, target_class: torch.Tensor,

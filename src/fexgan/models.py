@@ -123,7 +123,7 @@ class Decoder(nn.Module):
     def features(self, z: torch.Tensor, affect: torch.Tensor, skips: dict[int, torch.Tensor] | None = None
                  ) -> torch.Tensor:
         """The last hidden layer (B, channels, S/2, S/2), before the output layer; `skips` (side ->
-        features) are added to the output of the block of that side (the mask design's skips)."""
+        features) are added to the output of the block of that side (the edit design's skips)."""
         h = torch.cat([self.z_in(z), self.affect_in(affect.to(z.dtype))], dim=1)[:, :, None, None]
         if not skips:
             return self.blocks(h)
@@ -180,63 +180,76 @@ class Generator(nn.Module):
 
 
 class SourceSkips(nn.Module):
-    """The source image's own features at the decoder's last `levels` sides (S/2, S/4, ...), from a
-    small stack of stride-2 convolutions, each projected by a 1 x 1 convolution that starts at zero
-    (so that a new model's decoder starts as the paper's). pix2pix's U-Net skips, from the image."""
+    """The source image and the target affect (one plane per expression) at the decoder's last `levels`
+    sides (S/2, S/4, ...): a small stack of stride-2 convolutions whose outputs are each projected by a
+    1 x 1 convolution that starts at zero (so that a new model's decoder starts as the paper's).
+    pix2pix's U-Net skips, from the image; the affect planes tell every pixel what to draw (StarGAN)."""
 
     def __init__(self, cfg: ModelConfig, levels: int = 3):
         super().__init__()
         chs = decoder_channels(cfg)[::-1][:levels]  # the decoder's channels at S/2, S/4, ...
-        downs, cin = [], 3
-        for cout in chs:
-            downs.append(_down(cin, cout, norm=False, act=True))
-            cin = cout
+        downs, cin = [], 3 + cfg.num_classes
+        for cout in chs:  # half the decoder's channels: the skips cost a third of the encoder, not as much
+            downs.append(_down(cin, max(4, cout // 2), norm=False, act=True))
+            cin = max(4, cout // 2)
         self.downs = nn.ModuleList(downs)
-        self.projections = nn.ModuleList(nn.Conv2d(c, c, 1) for c in chs)
+        self.projections = nn.ModuleList(nn.Conv2d(max(4, c // 2), c, 1) for c in chs)
         init_weights(self)
         for proj in self.projections:
             nn.init.zeros_(proj.weight)
 
-    def forward(self, source: torch.Tensor) -> dict[int, torch.Tensor]:
-        out, h = {}, source
+    def forward(self, source: torch.Tensor, affect: torch.Tensor) -> dict[int, torch.Tensor]:
+        """{side: features} for `Decoder.features`."""
+        planes = affect.to(source.dtype)[:, :, None, None].expand(-1, -1, *source.shape[-2:])
+        out, h = {}, torch.cat([source, planes], dim=1)
         for down, proj in zip(self.downs, self.projections):
             h = down(h)
             out[h.shape[-1]] = proj(h)
         return out
 
 
-class MaskGenerator(Generator):
-    """The paper's encoder and decoder, with the source itself fed to the decoder: its features are
-    added at the decoder's last three sides (`SourceSkips`), and two heads draw a colour image C and a
-    mask A in [0, 1] (GANimation's attention) from the decoder's last features next to the source at
-    half size. An edit is A * source + (1 - A) * C: the source's pixels pass through wherever the
-    expression does not change them, and a character the model never saw keeps its identity. Drawing
-    alone (no source: Fig. 4) it is the paper's decoder, trained against the target as well."""
+class EditHead(nn.Module):
+    """The decoder's last features -> a change to the source image at full size: a transposed
+    convolution to the image's side, then a 3 x 3 convolution over those features beside the source's
+    own pixels; the change starts at zero (a new model hands back its input)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = decoder_channels(cfg)[-1]
+        hidden = max(8, c // 2)
+        self.up = nn.Sequential(nn.ConvTranspose2d(c, hidden, 4, 2, 1), nn.ReLU(inplace=True))
+        self.change = nn.Conv2d(hidden + 3, 3, 3, 1, 1)
+        init_weights(self)
+        nn.init.zeros_(self.change.weight)
+
+    def forward(self, features: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        change = self.change(torch.cat([self.up(features), source.to(features.dtype)], dim=1))
+        return (source + change.to(source.dtype)).clamp(-1, 1)
+
+
+class EditGenerator(Generator):
+    """The paper's encoder and decoder, with the image being edited fed to the decoder: the source and
+    the target affect reach its last three sides through `SourceSkips`, and `EditHead` turns its last
+    features into a change of the source (out = source + change): the source's pixels pass through
+    wherever the expression does not change them, so a character the model never saw keeps its
+    identity. Drawing alone (no source: Fig. 4, `sample`) it is the paper's decoder, which training
+    keeps drawing whole faces by its own L1 on a quarter of every batch (`losses.design_terms`)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.skips = SourceSkips(cfg)
-        cin = decoder_channels(cfg)[-1] + 3
-        self.colour = nn.Sequential(nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Tanh())
-        self.mask = nn.Sequential(nn.ConvTranspose2d(cin, 1, 4, 2, 1), nn.Sigmoid())
-        init_weights(self.colour), init_weights(self.mask)
-        # Start by drawing (A = 0.05), not by copying: a mask that starts at 0.5 beside a colour head that
-        # cannot draw yet saturates at 1, "copy everything", and its gradient vanishes (measured: A's mean
-        # 0.996-0.999 for 6,700 steps, PSNR at the copy's). From near 0 it opens only where copying wins.
-        nn.init.constant_(self.mask[0].bias, -3.0)
+        self.head = EditHead(cfg)
 
     def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if source is None:
             return self.decoder(z, affect), {}
-        h = self.decoder.features(z, affect, self.skips(source))
-        both = torch.cat([h, F.avg_pool2d(source, 2).to(h.dtype)], dim=1)
-        colour, keep = self.colour(both), self.mask(both)
-        parts = {"colour": colour, "keep": keep}
-        if self.training:  # the decoder alone on a quarter of the batch, for its own L1 (`losses.mask_terms`)
+        edited = self.head(self.decoder.features(z, affect, self.skips(source, affect)), source)
+        parts = {}
+        if self.training:
             quarter = max(1, len(z) // 4)
             parts["alone"] = self.decoder(z[:quarter], affect[:quarter])
-        return keep * source.to(colour.dtype) + (1 - keep) * colour, parts
+        return edited, parts
 
 
 class Discriminator(nn.Module):
@@ -258,7 +271,7 @@ class Discriminator(nn.Module):
 
 
 # Generator designs by the name `ModelConfig.generator` holds; the discriminator is shared.
-GENERATORS: dict[str, type[Generator]] = {"paper": Generator, "mask": MaskGenerator}
+GENERATORS: dict[str, type[Generator]] = {"paper": Generator, "edit": EditGenerator}
 assert tuple(GENERATORS) == GENERATORS_NAMED, "config.GENERATORS must name the designs of models.GENERATORS"
 
 

@@ -15,7 +15,7 @@ from fexgan.config import TrainConfig
 from fexgan.data import ImageSet, augment, to_model_input
 from fexgan.devices import bf16_support
 from fexgan.errors import UserError
-from fexgan.losses import discriminator_loss, generator_loss, mask_terms
+from fexgan.losses import design_terms, discriminator_loss, generator_loss
 from fexgan.models import Discriminator, Generator, build_discriminator, build_generator
 
 
@@ -134,10 +134,9 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         g_losses = generator_loss(fake_logit.float(), fake_cls.float(), batch["target_class"], mu.float(),
                                   log_sigma.float(), fake.float(), batch["target"], cfg.alpha, alpha_binary, cfg.beta,
                                   cfg.gamma)
-        design = mask_terms(parts, batch["target"], cfg.gamma, cfg.colour_weight, cfg.alone_weight, cfg.mask_smooth,
-                            cfg.mask_size)
+        design = design_terms(parts, batch["target"], cfg.gamma, cfg.alone_weight)
         if design:
-            g_losses = {**g_losses, **design, "g_total": g_losses["g_total"] + design["mask_total"]}
+            g_losses = {**g_losses, **design, "g_total": g_losses["g_total"] + design["design_total"]}
         nets.opt_g.zero_grad(set_to_none=True)
         g_losses["g_total"].backward()
         check_finite(g_losses["g_total"], G, "generator", ctx)
