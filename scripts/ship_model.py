@@ -5,9 +5,11 @@
 1. `fexgan export RUN --format safetensors --half --discriminator` -> src/fexgan/pretrained/NAME.safetensors
 2. the same transfers through the fp32 run model and the fp16 file: how much the cast changes
 3. `fexgan evaluate` of the shipped file (on the CPU, the judge of the evaluation package)
-4. NAME.json: the command, the full configuration, training facts, the numbers above and the
+4. for a run with held-out characters, `fexgan evaluate --split held_out` of it too: the zero-shot
+   numbers on characters it never saw
+5. NAME.json: the command, the full configuration, training facts, the numbers above and the
    limitations the numbers show (weakest targets and characters), all written from measurements.
-`make pretrained` runs the training command and this script.
+`make pretrained` runs the training commands and this script for each shipped model.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from fexgan.metrics.judge import get_judge
 DESCRIPTION = ("The `{preset}` preset ({size} px, width {width}, latent {latent}) trained on {data}. Turns a face "
                "like those on a plain background to any of the 7 expressions or a mix of them.")
 TOON = "the built-in toon faces (6 characters x 7 expressions x 200 images, fixed camera and light)"
+TOON_MANY = ("{train} of the built-in toon characters x 7 expressions x {per_class} images (fixed camera and light; "
+             "the last {held} of `{spec}` held out of training for the zero-shot test)")
 
 
 def cast_check(fp32: Path, fp16: Path, config: dict, n: int = 500) -> dict:
@@ -38,7 +42,7 @@ def cast_check(fp32: Path, fp16: Path, config: dict, n: int = 500) -> dict:
     a, b = load_model(fp32), load_model(fp16)
     cfg = a.config
     data = load_source(config["data"], cfg.image_size, cfg.background, cfg.classes)
-    _, val_idx = split_indices(data, config["val_fraction"], config["seed"])
+    _, val_idx = split_indices(data, config["val_fraction"], config["seed"], config.get("held_out", 0))
     src = val_idx[:n]
     n_cls = cfg.num_classes
     rep, targets = torch.arange(len(src)).repeat_interleave(n_cls), torch.arange(n_cls).repeat(len(src))
@@ -56,7 +60,8 @@ def cast_check(fp32: Path, fp16: Path, config: dict, n: int = 500) -> dict:
                       f"the fp16 file, both loaded as float32 on the CPU"}
 
 
-def limitations(metrics: dict, per_target: dict, per_character: dict, mixed: dict, bar: float = 0.9) -> list[str]:
+def limitations(metrics: dict, per_target: dict, per_character: dict, mixed: dict, bar: float = 0.9,
+                held_out: bool = False) -> list[str]:
     """What the numbers say the model does badly, in sentences."""
     acc = metrics["expression_accuracy"]["value"]
     weak_t = sorted((v["value"], k) for k, v in per_target.items() if v["value"] < bar)
@@ -79,9 +84,36 @@ def limitations(metrics: dict, per_target: dict, per_character: dict, mixed: dic
                  if "truth_p_first" in m else "") + ")" for pair, m in mixed.items() if m["both_top2"]["value"] < 0.5]
     if weak_m:
         lines.append("Mixed affects (0.5 + 0.5), where one side dominates: " + "; ".join(weak_m) + ".")
-    lines.append(f"It knows the {len(per_character)} characters of its training data only: other faces, photos "
-                 f"included, are out of its domain.")
+    if held_out:
+        lines.append("Characters it never saw keep their identity (see evaluation_held_out); faces far from toon "
+                     "faces (photos, other drawing styles) are out of its domain: fine-tune on them (fexgan finetune).")
+    else:
+        lines.append(f"It knows the {len(per_character)} characters of its training data only: other faces, photos "
+                     f"included, are out of its domain.")
     return lines
+
+
+def evaluated(shipped: Path, config: dict, split: str) -> tuple[dict, dict]:
+    """`fexgan evaluate` of the shipped file on `split` (on the CPU): (all results, the card's metrics)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = evaluate(shipped, data=config["data"], split=split, out=Path(tmp) / "evaluation", device="cpu")
+    t = results["transfer"]
+    changes = (results["groundtruth"] or {}).get("all changes")  # toon data only: the renderer's truth
+    truth = {**{f"groundtruth_{k}": v for k, v in changes["generated"].items()},
+             **{f"groundtruth_{k}_copy": v for k, v in changes["copy"].items()}} if changes else {}
+    return results, {**truth, "expression_accuracy": t["expression_accuracy"],
+                     "identity_preservation": t["identity_preservation"], **results["realism"]}
+
+
+def describe_data(config: dict) -> str:
+    """The card's words for the training data."""
+    if config["data"] == "toon":
+        return TOON
+    parts = config["data"].split(":")
+    if parts[0] == "toon" and len(parts) >= 3 and config.get("held_out"):
+        chars, held = int(parts[2]), config["held_out"]
+        return TOON_MANY.format(train=chars - held, per_class=parts[1], held=held, spec=config["data"])
+    return f"`{config['data']}`"
 
 
 def main() -> None:
@@ -102,14 +134,8 @@ def main() -> None:
     shipped = dest / f"{args.name}.safetensors"
     print(f"wrote {shipped} ({shipped.stat().st_size / 1e6:.1f} MB)")
     cast = cast_check(run_model, shipped, config)
-    with tempfile.TemporaryDirectory() as tmp:
-        results = evaluate(shipped, data=config["data"], out=Path(tmp) / "evaluation", device="cpu")
+    results, metrics = evaluated(shipped, config, "val")
     t = results["transfer"]
-    changes = (results["groundtruth"] or {}).get("all changes")  # toon data only: the renderer's truth
-    truth = {**{f"groundtruth_{k}": v for k, v in changes["generated"].items()},
-             **{f"groundtruth_{k}_copy": v for k, v in changes["copy"].items()}} if changes else {}
-    metrics = {**truth, "expression_accuracy": t["expression_accuracy"],
-               "identity_preservation": t["identity_preservation"], **results["realism"]}
     summary = load_model(run_model, discriminator=False).summary
     last_log = json.loads((args.run / "log.jsonl").read_text().splitlines()[-1])
     model = config["model"]
@@ -117,7 +143,7 @@ def main() -> None:
         "name": args.name,
         "description": DESCRIPTION.format(preset=args.preset, size=model["image_size"], width=model["width"],
                                           latent=model["latent_dim"],
-                                          data=TOON if config["data"] == "toon" else f"`{config['data']}`"),
+                                          data=describe_data(config)),
         "command": args.command,
         "packaged_with": f"python scripts/ship_model.py RUN --name {args.name} (fexgan export RUN --format "
                          f"safetensors --half --discriminator, then fexgan evaluate of the file)",
@@ -138,8 +164,14 @@ def main() -> None:
                        "table1": results["table1"], "mixed": results["mixed"]},
         "limitations": limitations(metrics, {k: v["expression_accuracy"] for k, v in t["per_target"].items()},
                                    {k: v["expression_accuracy"] for k, v in t["per_character"].items()},
-                                   results["mixed"]),
+                                   results["mixed"], held_out=bool(config.get("held_out"))),
     }
+    if config.get("held_out"):  # the zero-shot numbers: characters the model never saw
+        held, held_metrics = evaluated(shipped, config, "held_out")
+        card["evaluation_held_out"] = {
+            "command": f"fexgan evaluate {args.name} --split held_out --device cpu", "characters": held["held_out"],
+            "n": held["n"], "metrics": held_metrics,
+            "per_target": held["transfer"]["per_target"], "per_character": held["transfer"]["per_character"]}
     (dest / f"{args.name}.json").write_text(json.dumps(card, indent=2) + "\n")
     truth_line = (f"ground-truth PSNR {metrics['groundtruth_psnr']['value']:.2f} dB (copy "
                   f"{metrics['groundtruth_psnr_copy']['value']:.2f}), " if truth else "")

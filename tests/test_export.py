@@ -138,6 +138,28 @@ def test_sidecar_is_enough_to_run_a_transfer_without_fexgan(onnx_export: tuple[P
     assert np.abs(pixels.astype(int) - expected.astype(int))[opaque].max() <= 1
 
 
+def test_the_edit_design_exports_with_parity(tmp_path: Path) -> None:
+    """The edit design's generator graph takes the source's pixels into its decoder: it matches
+    `transfer` on real faces, and its decoder graph draws alone as `decode` without a source does."""
+    run = tmp_path / "edit"
+    train(build_config("tiny", overrides=["model.generator=edit", "steps=20", "device=cpu", "threads=1"]), run,
+          progress=False)
+    out = tmp_path / "onnx"
+    parity = ex.export(run, "onnx", out).parity
+    assert sorted(parity) == ["decoder", "encoder", "generator"] and max(parity.values()) < ex.PARITY_TOLERANCE
+    model = fexgan.load(run, "cpu", precision="fp32")
+    G, x = model.generator, to_model_input(load_source("toon:4", 32).images[:21:7])
+    src, tgt = torch.eye(7)[[0, 0, 0]], torch.eye(7)[[3, 4, 6]]
+    z = torch.randn(3, model.config.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        moved, alone = G.transfer(x, src, tgt), G.decode(z, tgt)
+    assert not torch.equal(moved, x)  # trained: its change is no longer zero, so the graphs check the head too
+    got = session(out / "generator.onnx").run(None, {"image": x.numpy(), "source_affect": src.numpy(),
+                                                     "target_affect": tgt.numpy()})[0]
+    drawn = session(out / "decoder.onnx").run(None, {"z": z.numpy(), "target_affect": tgt.numpy()})[0]
+    assert np.abs(got - moved.numpy()).max() < 1e-4 and np.abs(drawn - alone.numpy()).max() < 1e-4
+
+
 def test_a_parity_failure_is_loud_and_writes_nothing(tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ex, "PARITY_TOLERANCE", -1.0)   # no difference can pass: the failure path runs for real
     with pytest.raises(ex.ParityError, match=r"encoder.onnx differs from PyTorch by .* nothing was written"):

@@ -230,7 +230,8 @@ def export(model: str | Path | FExGAN, fmt: str = "onnx", out_dir: str | Path = 
         else:
             _write_safetensors(loaded, staging / "model.safetensors", discriminator, half)
             info["weights"] = {"file": "model.safetensors", "dtype": "float16" if half else "float32",
-                               "parts": ["generator.encoder", "generator.decoder"] + (["discriminator"] if discriminator else []),
+                               "parts": [f"generator.{name}" for name, _ in loaded.generator.named_children()]
+                               + (["discriminator"] if discriminator else []),
                                "loads_with": "fexgan.load(PATH) or fexgan.checkpoint.load_model(PATH)"}
             checked = {}
         (staging / SIDECAR).write_text(json.dumps(info, indent=2) + "\n")
