@@ -2,7 +2,7 @@
 #   make demo   set up .venv, train the `cpu` preset on the built-in toon faces, write the
 #               paper's figures and Table 1 (runs/demo-<time>/; DEMO_MINUTES, DEMO_RUN to change)
 #   make test   set up .venv, run the test suite
-#   make pretrained  retrain the shipped toon-128 model and rewrite its card (src/fexgan/pretrained/)
+#   make pretrained  retrain the shipped toon-128 and toon-any-64 models and rewrite their cards (src/fexgan/pretrained/)
 PYTHON ?= python3
 VENV   ?= .venv
 # The CPU build is enough everywhere; on a CUDA machine set TORCH_SPEC to your CUDA wheel.
@@ -15,6 +15,8 @@ BIN = $(VENV)/bin
 PRETRAINED_STEPS ?= 20000
 PRETRAINED_RUN ?= runs/toon-128
 PRETRAINED_TRAIN = fexgan train --data toon --preset cpu --set model.image_size=128 --steps $(PRETRAINED_STEPS) --out $(PRETRAINED_RUN)
+PRETRAINED_ANY_RUN ?= runs/any
+PRETRAINED_ANY_TRAIN = fexgan train --preset any --out $(PRETRAINED_ANY_RUN)
 
 .PHONY: setup demo test bench pretrained clean
 
@@ -40,6 +42,8 @@ bench: setup
 pretrained: setup
 	$(BIN)/$(PRETRAINED_TRAIN)
 	$(BIN)/python scripts/ship_model.py $(PRETRAINED_RUN) --name toon-128 --command "$(PRETRAINED_TRAIN)"
+	$(BIN)/$(PRETRAINED_ANY_TRAIN)
+	$(BIN)/python scripts/ship_model.py $(PRETRAINED_ANY_RUN) --name toon-any-64 --preset any --command "$(PRETRAINED_ANY_TRAIN)"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
