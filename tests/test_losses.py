@@ -111,3 +111,6 @@ def test_discriminator_total() -> None:
     assert out["d_real"].item() == pytest.approx(rb + rm, rel=1e-6)
     assert out["d_fake"].item() == pytest.approx(fb + fm, rel=1e-6)
     assert out["d_total"].item() == pytest.approx(rb + rm + fb + fm, rel=1e-6)
+    reals_only = discriminator_loss(real_logit, real_cls, source, fake_logit, fake_cls, target, classify_fakes=False)
+    assert reals_only["d_fake"].item() == pytest.approx(fb, rel=1e-6)  # StarGAN's: no class term on fakes
+    assert reals_only["d_total"].item() == pytest.approx(rb + rm + fb, rel=1e-6)

@@ -16,6 +16,8 @@ from rich.markup import escape
 from fexgan.cli_generate import MODEL_HELP, generation
 from fexgan.errors import UserError
 
+SERVE_MODEL = "toon-any-64"  # the web demo's default: the edit design, which keeps a new face's identity
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="FExGAN: train, run, evaluate and ship a facial-expression GAN.")
 data_app = typer.Typer(no_args_is_help=True, help="Render and inspect datasets (built-in toon faces).")
@@ -208,7 +210,8 @@ def figures(
 
 @app.command()
 def serve(
-    model: str = typer.Argument(..., help=MODEL_HELP),
+    model: str = typer.Argument(SERVE_MODEL, help=f"{MODEL_HELP} (default {SERVE_MODEL}: any character's face keeps "
+                                                  "its identity)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (the default is this machine only)"),
     port: int = typer.Option(7860, min=0, max=65535, help="port to listen on (0: any free port)"),
     max_upload_mb: float = typer.Option(10, help="largest image upload in MB"),

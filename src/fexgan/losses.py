@@ -60,9 +60,12 @@ def generator_loss(fake_logit: torch.Tensor, fake_class_logits: torch.Tensor, ta
 
 def discriminator_loss(real_logit: torch.Tensor, real_class_logits: torch.Tensor, source_class: torch.Tensor,
                        fake_logit: torch.Tensor, fake_class_logits: torch.Tensor,
-                       target_class: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Eqs. 5-7: L_real = phi_b(1, y) + phi_m(A_s, y_m); L_fake = phi_b(0, y^) + phi_m(A_t, y^_m)."""
+                       target_class: torch.Tensor, classify_fakes: bool = True) -> dict[str, torch.Tensor]:
+    """Eqs. 5-7: L_real = phi_b(1, y) + phi_m(A_s, y_m); L_fake = phi_b(0, y^) + phi_m(A_t, y^_m).
+
+    `classify_fakes` False leaves out phi_m(A_t, y^_m) (StarGAN's choice): the classifier learns the
+    expressions from real images only, so a half-made edit cannot teach it that it shows the target."""
     rb, rm = adversarial_terms(real_logit, real_class_logits, True, source_class)
     fb, fm = adversarial_terms(fake_logit, fake_class_logits, False, target_class)
-    real, fake = rb + rm, fb + fm
+    real, fake = rb + rm, fb + fm if classify_fakes else fb
     return {"d_total": real + fake, "d_real": real, "d_fake": fake, "d_cls_real": rm}

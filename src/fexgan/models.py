@@ -189,11 +189,11 @@ class SourceSkips(nn.Module):
         super().__init__()
         chs = decoder_channels(cfg)[::-1][:levels]  # the decoder's channels at S/2, S/4, ...
         downs, cin = [], 3 + cfg.num_classes
-        for cout in chs:  # half the decoder's channels: the skips cost a third of the encoder, not as much
-            downs.append(_down(cin, max(4, cout // 2), norm=False, act=True))
-            cin = max(4, cout // 2)
+        for cout in chs:  # 3 x 3 stride-2 convolutions: 9/16 of the reference's 4 x 4 cost (a 1.56x step -> 1.44x)
+            downs.append(nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1), nn.LeakyReLU(0.2, inplace=True)))
+            cin = cout
         self.downs = nn.ModuleList(downs)
-        self.projections = nn.ModuleList(nn.Conv2d(max(4, c // 2), c, 1) for c in chs)
+        self.projections = nn.ModuleList(nn.Conv2d(c, c, 1) for c in chs)
         init_weights(self)
         for proj in self.projections:
             nn.init.zeros_(proj.weight)

@@ -121,7 +121,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         real_logit, real_cls = D(batch["source"])
         fake_logit, fake_cls = D(fake.detach())
     d_losses = discriminator_loss(real_logit.float(), real_cls.float(), batch["source_class"], fake_logit.float(),
-                                  fake_cls.float(), batch["target_class"])  # losses in fp32, from raw logits
+                                  fake_cls.float(), batch["target_class"], cfg.d_classify_fakes)  # fp32, from raw logits
     nets.opt_d.zero_grad(set_to_none=True)
     d_losses["d_total"].backward()
     check_finite(d_losses["d_total"], D, "discriminator", ctx)
