@@ -42,6 +42,7 @@ def test_a_finetune_starts_from_the_model_keeps_the_encoder_and_replays_the_old_
     cfg = finetune_config(base, f"folder:{newcomer}", steps=4, overrides=["device=cpu", "threads=1", "batch_size=8"])
     assert cfg.init_from == str(base) and cfg.replay == "toon:4" and cfg.held_out == 1
     assert cfg.model == ckpt.load_model(base).config and cfg.freeze == ("generator.encoder",)
+    assert cfg.d_classify_fakes is False and cfg.lr == 1e-4  # the edit design's losses (the any preset's)
     data, train_idx, _ = replay_mix(cfg)
     assert data.identities[0] == "mine" and len(data.identities) == 7
     mine = (data.identity[train_idx] == 0).float().mean().item()

@@ -382,3 +382,13 @@ def test_a_face_unlike_the_training_characters_is_far() -> None:
     near, far = shipped.distance_tensor(known, "neutral"), shipped.distance_tensor(unseen, "neutral")
     assert near.shape == far.shape == (6,)
     assert near.max() < generate.FAR < far.min()
+
+
+def test_a_model_calibrated_when_shipped_uses_its_own_far() -> None:
+    """toon-any-64's decoder draws alone less closely than toon-128's: its threshold (the 99th percentile
+    over its validation images, in its summary) is its own, and its training characters stay below it."""
+    shipped = fexgan.load("toon-any-64", "cpu")
+    assert shipped.far == shipped.summary["far"] > generate.FAR
+    known = shipped.prepare([toon.render_face(c, "neutral", size=64) for c in toon.make_characters(6)])
+    assert shipped.distance_tensor(known, "neutral").max() < shipped.far
+    assert fexgan.load("toon-128", "cpu").far == generate.FAR  # not calibrated: the default

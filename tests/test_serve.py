@@ -144,10 +144,12 @@ def test_the_api_returns_what_the_library_computes(api: httpx.Client, face: byte
                                                                           "source": "neutral", "size": 64})))
     assert np.array_equal(mixed, np.asarray(model.mix(face, "anger=0.5,sadness=0.5", source="neutral", size=64)))
 
-    served_p = api.post("/api/classify", files=upload).json()["probabilities"]
-    library_p = model.classify(face)
+    reading = api.post("/api/classify", files=upload).json()
+    served_p, library_p = reading["probabilities"], model.classify(face)
     assert set(served_p) == set(library_p)
     assert all(abs(served_p[k] - library_p[k]) < 1e-4 for k in served_p), (served_p, library_p)
+    distance = float(model.distance_tensor(model.prepare(face))[0])
+    assert abs(reading["distance"] - distance) < 1e-3 and reading["far"] == (distance > model.far)
 
 
 def test_a_transparent_face_stays_transparent_in_every_endpoint(api: httpx.Client) -> None:

@@ -24,6 +24,8 @@ from fexgan.config import PRESETS, TrainConfig, build_config
 from fexgan.data import ImageSet, check_coverage, load_source, split_indices
 from fexgan.errors import UserError
 
+# The fine-tune's other settings (its losses: `d_classify_fakes`, ...) are those of the preset that trains the design.
+DESIGN_PRESET = {"paper": "cpu", "edit": "any"}
 SETTINGS = ["lr=1e-4", "sample_every=0", "checkpoint_every=500", "freeze=generator.encoder"]  # the fine-tune's defaults
 
 
@@ -35,7 +37,8 @@ def finetune_config(model: str | Path, data: str, minutes: float = 3.0, steps: i
     replay = replay or summary.get("data")
     if not replay:
         raise UserError(f"{path} does not say what it was trained on; give the data to replay with --replay DATA")
-    base = {**PRESETS["cpu"], "model": model_cfg.to_dict(), "held_out": len(summary.get("held_out", []))}
+    base = {**PRESETS[DESIGN_PRESET[model_cfg.generator]], "model": model_cfg.to_dict(),
+            "held_out": len(summary.get("held_out", []))}
     length = [f"steps={steps}"] if steps else [f"minutes={minutes}"]
     return build_config(base=base, overrides=[*SETTINGS, f"data={data}", f"replay={replay}", f"init_from={path}",
                                               *length, *(overrides or [])])

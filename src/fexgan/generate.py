@@ -41,7 +41,7 @@ ImageInput = Union[Image.Image, str, Path, bytes]
 Affect = Union[str, Mapping[str, float], int, Sequence[float], torch.Tensor, np.ndarray]
 
 BATCH = 64          # images per forward pass
-FAR = 0.12          # `distance_tensor` above this: a face unlike every character the model knows
+FAR = 0.12          # `distance_tensor` above this: a face unlike every character the model knows (uncalibrated)
 MAX_SAMPLES = 1024  # limits that keep a typo from asking for hours of work
 MAX_FRAMES = 1000
 
@@ -207,11 +207,20 @@ class FExGAN:
             return torch.cat([self.generator.decode(zb, ab, sb).float()
                               for zb, ab, sb in zip(z.split(BATCH), affect.split(BATCH), sources)])
 
+    @property
+    def far(self) -> float:
+        """The `distance_tensor` above which a face is unlike every character the model knows: the
+        model's own calibration (its summary's `far`, the 99th percentile over its validation images,
+        written when it is shipped: scripts/ship_model.py) or `FAR`."""
+        return float(self.summary.get("far", FAR))
+
     def distance_tensor(self, x: torch.Tensor, source: Affect | None = None) -> torch.Tensor:
         """How far each face (B,) is from the characters the model knows: the mean absolute difference
         (pixels in [-1, 1]) between the face and what the decoder draws alone from its latent. toon-128
         scores 0.014-0.025 on its six characters, 0.21-0.48 on six toon characters it never saw and
-        0.82 on noise; above `FAR` the model has not seen the like (`fexgan finetune` adapts it)."""
+        0.82 on noise; above `far` the model has not seen the like (`fexgan finetune` adapts it). The
+        edit design's decoder draws alone less closely (toon-any-64: 0.18-0.42 on toon faces), hence
+        a threshold per model."""
         x = x.to(self.device)
         src = self._source(x, source)  # once: with no source given, it is the classifier's reading
         drawn = self.decode_tensor(self.encode_tensor(x, src), src)

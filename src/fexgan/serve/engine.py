@@ -61,10 +61,11 @@ class Face:
     source: str
     probabilities: dict[str, float] | None = None
     distance: float = 0.0  # from the characters the model knows (`FExGAN.distance_tensor`)
+    far_above: float = FAR  # the model's threshold (`FExGAN.far`)
 
     @property
     def far(self) -> bool:
-        return self.distance > FAR
+        return self.distance > self.far_above
 
     @property
     def image(self) -> Image.Image:
@@ -159,7 +160,8 @@ class Engine:
         if source is None:
             source = max(probabilities, key=probabilities.get) if probabilities else self.neutral
         x = self.model.prepare(Image.fromarray(pixels))
-        return Face(original, pixels, source, probabilities, float(self.model.distance_tensor(x, source)[0]))
+        return Face(original, pixels, source, probabilities, float(self.model.distance_tensor(x, source)[0]),
+                    self.model.far)
 
     def check_size(self, size: int | None) -> str | None:
         """Refuse an output side over the limit; the line saying it is upscaled, when it is."""

@@ -20,7 +20,6 @@ from PIL import Image
 
 from fexgan.animation import ANIMATIONS, MEDIA_TYPES, animation_bytes, png_bytes, sprite_sheet
 from fexgan.errors import UserError
-from fexgan.generate import FAR
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.figures import figure_cells
 from fexgan.serve.api import b64
@@ -123,7 +122,7 @@ class Page:
         face = self.engine.upload(data)
         if face.far:
             gradio().Warning(f"This face is far from the characters the model knows (distance {face.distance:.2f}, "
-                             f"above {FAR}): the expressions are drawn over its own pixels and may look off. "
+                             f"above {face.far_above:.2f}): the expressions are drawn over its own pixels and may look off. "
                              f"`fexgan finetune` adapts the model to a new character from one image.")
         return (None, *self.show(face, weights))
 
