@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/finetune_one_image.py toon-any-64 --minutes 3 --out runs/ft-one
     .venv/bin/python benchmarks/finetune_one_image.py toon-any-64 --character 3 --minutes 3 --out runs/ft-one-3
+    .venv/bin/python benchmarks/finetune_one_image.py --set freeze=generator.encoder,generator.decoder --out runs/ft
 
 The character is one of the model's held-out identities (`--character` picks which, 0 = the first).
 Its canonical neutral face (the renderer's `Variation()`) is the whole fine-tuning set. Scored before
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--n", type=int, default=300, help="validation images of the training characters")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="a fine-tune setting, e.g. lr=5e-5")
     args = parser.parse_args()
 
     base = ckpt.resolve_model(args.model)
@@ -78,11 +80,12 @@ def main() -> None:
 
     before = {"character": score(base, data, spec, theirs, judge), "known": score(base, data, spec, known, judge)}
     start = time.time()
-    tuned = finetune(base, f"folder:{folder}", args.out / "run", minutes=args.minutes, progress=False)
+    tuned = finetune(base, f"folder:{folder}", args.out / "run", minutes=args.minutes, overrides=args.overrides,
+                     progress=False)
     seconds = time.time() - start
     after = {"character": score(tuned, data, spec, theirs, judge), "known": score(tuned, data, spec, known, judge)}
 
-    print(f"{args.model}: fine-tuned on one neutral image of {name} (never seen) for {seconds:.0f} s "
+    print(f"{args.model}: fine-tuned on one neutral image of {name} (never seen) for {seconds:.0f} s {args.overrides} "
           f"({ckpt.read_metadata(tuned)[1]['steps']} steps); load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'':<22}{'PSNR':>7}{'copy':>7}{'L1':>8}{'copy':>8}{'sharp':>7}{'expr':>7}{'ident':>7}")
     for who in ("character", "known"):
@@ -90,7 +93,7 @@ def main() -> None:
             label = f"{name if who == 'character' else 'training chars'} {when}"
             print(f"{label:<22}{r['psnr']:7.2f}{r['psnr_copy']:7.2f}{r['l1']:8.4f}{r['l1_copy']:8.4f}"
                   f"{r['sharpness']:7.2f}{r['judge_expression']:7.3f}{r['judge_identity']:7.3f}")
-    result = {"model": str(base), "character": name, "seconds": round(seconds, 1), "before": before, "after": after,
+    result = {"model": str(base), "character": name, "settings": args.overrides, "seconds": round(seconds, 1), "before": before, "after": after,
               "finetuned": str(tuned), "load_average": os.getloadavg()[0]}
     (args.out / "finetune_one_image.json").write_text(json.dumps(result, indent=2) + "\n")
 
