@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/finetune_one_image.py toon-any-64 --minutes 3 --out runs/ft-one
     .venv/bin/python benchmarks/finetune_one_image.py toon-any-64 --character 3 --minutes 3 --out runs/ft-one-3
     .venv/bin/python benchmarks/finetune_one_image.py --set freeze=generator.encoder,generator.decoder --out runs/ft
+    .venv/bin/python benchmarks/finetune_one_image.py --expressions all --out runs/ft-seven   # one face per expression
 
 The character is one of the model's held-out identities (`--character` picks which, 0 = the first).
-Its canonical neutral face (the renderer's `Variation()`) is the whole fine-tuning set. Scored before
-and after, against the renderer's truth and the evaluation judge (trained on the real images of all
-the data's characters, held-out ones included; it never sees generated images):
+Its canonical neutral face (the renderer's `Variation()`; `--expressions` for more) is the whole
+fine-tuning set. Scored before and after, against the renderer's truth and the evaluation judge
+(trained on the real images of all the data's characters, held-out ones included; it never sees
+generated images):
 - that character: every one of its dataset images to every other expression (PSNR / L1 / sharpness
   beside the unchanged input), judge expression and identity over every target;
 - the training characters: the same on `--n` validation images, to show how much they move.
@@ -56,6 +58,8 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default="toon-any-64")
     parser.add_argument("--character", type=int, default=0, help="which held-out character (0 = the first)")
     parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--expressions", default="neutral", help="the fine-tuning images: one canonical face per "
+                                                                    "expression named (comma-separated, or all)")
     parser.add_argument("--n", type=int, default=300, help="validation images of the training characters")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a fine-tune setting, e.g. lr=5e-5")
@@ -74,9 +78,10 @@ def main() -> None:
                       log=lambda line: None)
 
     folder = args.out / "newcomer"
-    (folder / "newcomer" / "neutral").mkdir(parents=True, exist_ok=True)
     character = toon.make_characters(len(data.identities), seed=TOON_SEED)[identity]
-    toon.render_face(character, "neutral", size=cfg.image_size).save(folder / "newcomer" / "neutral" / "face.png")
+    for expression in cfg.classes if args.expressions == "all" else args.expressions.split(","):
+        (folder / "newcomer" / expression).mkdir(parents=True, exist_ok=True)
+        toon.render_face(character, expression, size=cfg.image_size).save(folder / "newcomer" / expression / "face.png")
 
     before = {"character": score(base, data, spec, theirs, judge), "known": score(base, data, spec, known, judge)}
     start = time.time()
@@ -85,7 +90,7 @@ def main() -> None:
     seconds = time.time() - start
     after = {"character": score(tuned, data, spec, theirs, judge), "known": score(tuned, data, spec, known, judge)}
 
-    print(f"{args.model}: fine-tuned on one neutral image of {name} (never seen) for {seconds:.0f} s {args.overrides} "
+    print(f"{args.model}: fine-tuned on {args.expressions} images of {name} (never seen) for {seconds:.0f} s {args.overrides} "
           f"({ckpt.read_metadata(tuned)[1]['steps']} steps); load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'':<22}{'PSNR':>7}{'copy':>7}{'L1':>8}{'copy':>8}{'sharp':>7}{'expr':>7}{'ident':>7}")
     for who in ("character", "known"):
@@ -93,7 +98,7 @@ def main() -> None:
             label = f"{name if who == 'character' else 'training chars'} {when}"
             print(f"{label:<22}{r['psnr']:7.2f}{r['psnr_copy']:7.2f}{r['l1']:8.4f}{r['l1_copy']:8.4f}"
                   f"{r['sharpness']:7.2f}{r['judge_expression']:7.3f}{r['judge_identity']:7.3f}")
-    result = {"model": str(base), "character": name, "settings": args.overrides, "seconds": round(seconds, 1), "before": before, "after": after,
+    result = {"model": str(base), "character": name, "expressions": args.expressions, "settings": args.overrides, "seconds": round(seconds, 1), "before": before, "after": after,
               "finetuned": str(tuned), "load_average": os.getloadavg()[0]}
     (args.out / "finetune_one_image.json").write_text(json.dumps(result, indent=2) + "\n")
 

@@ -189,7 +189,7 @@ class SourceSkips(nn.Module):
         super().__init__()
         chs = decoder_channels(cfg)[::-1][:levels]  # the decoder's channels at S/2, S/4, ...
         downs, cin = [], 3 + cfg.num_classes
-        for cout in chs:  # 3 x 3 stride-2 convolutions: 9/16 of the reference's 4 x 4 cost (a 1.56x step -> 1.44x)
+        for cout in chs:  # 3 x 3 stride-2 convolutions: 9/16 of the cost of the reference's 4 x 4 ones
             downs.append(nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1), nn.LeakyReLU(0.2, inplace=True)))
             cin = cout
         self.downs = nn.ModuleList(downs)
