@@ -23,10 +23,9 @@ import torch.nn.functional as F
 
 from fexgan import toon
 from fexgan.bench import machine
-from fexgan.checkpoint import load_model, raw_metadata, read_tensors, save_tensors
-from fexgan.data import load_source, split_indices, to_model_input
+from fexgan.checkpoint import load_model
+from fexgan.data import load_source, split_indices
 from fexgan.export import export, pretrained_folder
-from fexgan.generate import FExGAN
 from fexgan.metrics.evaluate import evaluate
 from fexgan.metrics.generated import transfer
 from fexgan.metrics.judge import get_judge
@@ -94,21 +93,6 @@ def limitations(metrics: dict, per_target: dict, per_character: dict, mixed: dic
     return lines
 
 
-def calibrate_far(shipped: Path, config: dict, n: int = 1000) -> float:
-    """Write into the shipped file's summary the `FExGAN.distance_tensor` that 99 % of its validation
-    images (characters it knows) stay below: the web demo's "far from the characters it knows"."""
-    model = FExGAN.load(shipped, "cpu", precision="fp32")
-    cfg = model.config
-    data = load_source(config["data"], cfg.image_size, cfg.background, cfg.classes)
-    _, val_idx = split_indices(data, config["val_fraction"], config["seed"], config.get("held_out", 0))
-    x = to_model_input(data.images[val_idx[:n]])
-    source = F.one_hot(data.expression[val_idx[:n]], cfg.num_classes).float()
-    far = round(float(torch.quantile(model.distance_tensor(x, source), 0.99)), 3)
-    meta, tensors = raw_metadata(shipped), read_tensors(shipped)
-    save_tensors(shipped, tensors, {**meta, "summary": json.dumps({**json.loads(meta["summary"]), "far": far})})
-    return far
-
-
 def evaluated(shipped: Path, config: dict, split: str) -> tuple[dict, dict]:
     """`fexgan evaluate` of the shipped file on `split` (on the CPU): (all results, the card's metrics)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,8 +133,6 @@ def main() -> None:
         (Path(tmp) / "model.safetensors").replace(dest / f"{args.name}.safetensors")
     shipped = dest / f"{args.name}.safetensors"
     print(f"wrote {shipped} ({shipped.stat().st_size / 1e6:.1f} MB)")
-    far = calibrate_far(shipped, config)
-    print(f"far from the characters it knows: distance above {far}")
     cast = cast_check(run_model, shipped, config)
     results, metrics = evaluated(shipped, config, "val")
     t = results["transfer"]

@@ -386,7 +386,8 @@ def test_a_face_unlike_the_training_characters_is_far() -> None:
 
 def test_a_model_calibrated_when_shipped_uses_its_own_far() -> None:
     """toon-any-64's decoder draws alone less closely than toon-128's: its threshold (the 99th percentile
-    over its validation images, in its summary) is its own, and its training characters stay below it."""
+    over its validation images, in its summary) is its own, and its training characters stay below it;
+    a model trained now carries one too."""
     shipped = fexgan.load("toon-any-64", "cpu")
     assert shipped.far == shipped.summary["far"] > generate.FAR
     known = shipped.prepare([toon.render_face(c, "neutral", size=64) for c in toon.make_characters(6)])

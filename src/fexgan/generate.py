@@ -211,7 +211,7 @@ class FExGAN:
     def far(self) -> float:
         """The `distance_tensor` above which a face is unlike every character the model knows: the
         model's own calibration (its summary's `far`, the 99th percentile over its validation images,
-        written when it is shipped: scripts/ship_model.py) or `FAR`."""
+        written at the end of training: `snapshots.far_threshold`) or, for older files, `FAR`."""
         return float(self.summary.get("far", FAR))
 
     def distance_tensor(self, x: torch.Tensor, source: Affect | None = None) -> torch.Tensor:

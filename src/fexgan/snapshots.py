@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fexgan.checkpoint import LoadedModel
 from fexgan.config import TrainConfig
 from fexgan.data import ImageSet, PairSampler, one_per_identity, to_model_input, to_pil, to_uint8
 from fexgan.metrics.groundtruth import compare, has_ground_truth, render_truth
@@ -61,6 +62,20 @@ def validation(G: Generator, batch: dict[str, torch.Tensor]) -> dict[str, float]
             m = compare(to_uint8(images), truth)
             metrics.update({f"val_psnr{name}": float(m["psnr"].mean()), f"val_truth_l1{name}": float(m["l1"].mean())})
     return metrics
+
+
+def far_threshold(G: Generator, cfg: TrainConfig, data: ImageSet, indices: torch.Tensor, device: torch.device,
+                  n: int = 1000) -> float:
+    """The `FExGAN.distance_tensor` that 99 % of the first `n` of `indices` (validation images: characters
+    the model knows) stay below, for the model's summary (`far`): above it, the web demo says a face is
+    far from the characters the model knows. Each design's decoder draws alone as closely as it does."""
+    from fexgan.generate import FExGAN
+
+    model = FExGAN(LoadedModel(G, None, cfg.model, {}), device, precision="fp32")
+    idx = indices[:n]
+    source = F.one_hot(data.expression[idx], cfg.model.num_classes).float()
+    distance = model.distance_tensor(to_model_input(data.images[idx]), source)
+    return round(float(torch.quantile(distance, 0.99)), 3)
 
 
 def validation_batch(data: ImageSet, indices: torch.Tensor, cfg: TrainConfig, device: torch.device,

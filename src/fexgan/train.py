@@ -24,7 +24,7 @@ from fexgan.data import PairSampler, check_coverage, held_out_identities, load_s
 from fexgan.devices import pick_device
 from fexgan.errors import UserError, warn
 from fexgan.finetune import replay_mix
-from fexgan.snapshots import sample_sources, validation, validation_batch, write_sample_grid
+from fexgan.snapshots import far_threshold, sample_sources, validation, validation_batch, write_sample_grid
 from fexgan.solver import (Diverged, autocast_for, build_nets, ema_decay_at, load_weights, make_batch, precision, set_lr,
                            train_step)
 from fexgan.threads import ThreadTuner
@@ -274,7 +274,9 @@ class Trainer:
                       if cfg.held_out else {}), "processes": self.ctx.world,
                    "global_batch": cfg.batch_size, "precision": self.precision, "replicas_identical": in_sync,
                    **({"init_from": cfg.init_from} if cfg.init_from else {}),
-                   **{k: round(v, 6 if k == "val_l1" else 4) for k, v in val.items()}}
+                   **{k: round(v, 6 if k == "val_l1" else 4) for k, v in val.items()},
+                   "far": far_threshold(nets.G_out, cfg, self.data, self.val_idx if len(self.val_idx) else self.train_idx,
+                                        self.device)}
         model_path = out / "model.safetensors"
         try:
             ckpt.save_model(model_path, nets.G_out, nets.D, cfg.model, summary)
