@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import fexgan
 from fexgan import toon
 from fexgan.data import prepare_image
+from fexgan.metrics.groundtruth import TOON_SEED
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -111,3 +112,33 @@ def test_upload_slide_morph_and_screenshot(page_url: str, tmp_path: Path, tiny_m
     assert sheet.mode == "RGBA" and sheet.size == (7 * size, size) and sheet.getpixel((0, 0))[3] == 0
     assert names == ["expressions_sheet.png", "expressions_sheet.json"]
     assert outside == [], f"the page fetched from outside the machine: {outside}"
+
+
+def test_the_page_says_when_a_face_is_far_from_what_the_model_knows(start_server, tmp_path: Path) -> None:
+    """The default model (toon-any-64): a toon face it never saw is edited without a word; a smiley is
+    not a face it can draw expressions on, and the page says so."""
+    url = start_server(Path("toon-any-64"))
+    unseen = tmp_path / "unseen.png"
+    toon.render_face(toon.make_characters(64, seed=TOON_SEED)[60], "neutral", size=128).save(unseen)
+    smiley = tmp_path / "smiley.png"
+    image = Image.new("RGB", (256, 256), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((40, 40, 216, 216), fill=(255, 220, 0), outline="black", width=6)
+    for left in (90, 146):
+        draw.ellipse((left, 100, left + 20, 125), fill="black")
+    draw.line((90, 170, 166, 170), fill="black", width=6)
+    image.save(smiley)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1180})
+            page.goto(url)
+            strip = wait_for_new_image(page, "#strip", None)
+            page.locator("#face input[type=file]").set_input_files(unseen)
+            strip = wait_for_new_image(page, "#strip", strip)
+            assert page.get_by_text("far from the characters").count() == 0
+            page.locator("#face input[type=file]").set_input_files(smiley)
+            wait_for_new_image(page, "#strip", strip)
+            page.get_by_text("far from the characters").first.wait_for(timeout=30_000)
+        finally:
+            browser.close()

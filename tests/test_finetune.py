@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import fexgan
 from fexgan import checkpoint as ckpt
 from fexgan import toon
 from fexgan.config import build_config
@@ -58,7 +57,7 @@ def test_a_finetune_starts_from_the_model_keeps_the_encoder_and_replays_the_old_
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(("generator.decoder.", "generator.head.")))
     summary = ckpt.read_metadata(model)[1]
     assert summary["init_from"] == str(base) and summary["steps"] == 4
-    assert summary["far"] > 0 and fexgan.load(model, "cpu").far == summary["far"]  # its own demo threshold
+    assert "far" not in summary  # the edit design's demo warning does not go by the redraw distance
     assert json.loads((tmp_path / "run" / "config.json").read_text())["replay"] == "toon:4"
     assert ckpt.load_model(model).config.generator == "edit"
 

@@ -148,8 +148,9 @@ def test_the_api_returns_what_the_library_computes(api: httpx.Client, face: byte
     served_p, library_p = reading["probabilities"], model.classify(face)
     assert set(served_p) == set(library_p)
     assert all(abs(served_p[k] - library_p[k]) < 1e-4 for k in served_p), (served_p, library_p)
-    distance = float(model.distance_tensor(model.prepare(face))[0])
-    assert abs(reading["distance"] - distance) < 1e-3 and reading["far"] == (distance > model.far)
+    known = model.familiarity_tensor(model.prepare(face))
+    assert abs(reading["distance"] - known["distance"][0].item()) < 1e-3
+    assert abs(reading["recognised"] - known["recognised"][0].item()) < 1e-3 and reading["far"] == known["far"][0].item()
 
 
 def test_a_transparent_face_stays_transparent_in_every_endpoint(api: httpx.Client) -> None:

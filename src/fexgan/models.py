@@ -141,6 +141,8 @@ class Generator(nn.Module):
     """The paper's generator: encoder and decoder joined. Every caller goes through `encode`, `decode`
     and `transfer`, so a design whose decoder also looks at the source image fits behind them."""
 
+    redraws = True  # every face is drawn anew from its latent: one unlike the training characters comes back as one of them
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -234,6 +236,8 @@ class EditGenerator(Generator):
     wherever the expression does not change them, so a character the model never saw keeps its
     identity. Drawing alone (no source: Fig. 4, `sample`) it is the paper's decoder, which training
     keeps drawing whole faces by its own L1 on a quarter of every batch (`losses.design_terms`)."""
+
+    redraws = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)

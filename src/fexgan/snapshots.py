@@ -68,7 +68,7 @@ def far_threshold(G: Generator, cfg: TrainConfig, data: ImageSet, indices: torch
                   n: int = 1000) -> float:
     """The `FExGAN.distance_tensor` that 99 % of the first `n` of `indices` (validation images: characters
     the model knows) stay below, for the model's summary (`far`): above it, the web demo says a face is
-    far from the characters the model knows. Each design's decoder draws alone as closely as it does."""
+    far from the characters the model knows (the paper's design: `FExGAN.familiarity_tensor`)."""
     from fexgan.generate import FExGAN
 
     model = FExGAN(LoadedModel(G, None, cfg.model, {}), device, precision="fp32")

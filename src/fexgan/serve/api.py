@@ -8,7 +8,7 @@ bad input and 503 when busy. `size` is the output side (default the model's); `m
     POST /api/mix        image|character affect=anger=0.5,sadness=0.5 [source] [size] [matte] [format=png|json|sheet]
     POST /api/sample     [expression=neutral] [n=1] [seed=0] [size] [matte=none|key] [format=png|json|sheet]
     POST /api/morph      image|character [from=neutral] [to=joy] [frames=24] [fps=12] [loop] [size] [matte] [format=gif|apng|webp|json]
-    POST /api/classify   image|character -> {"probabilities": {expression: p}, "distance": d, "far": bool}
+    POST /api/classify   image|character -> {"probabilities": {expression: p}, "distance": d, "recognised": r, "far": bool}
 """
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def create_api(engine: Engine) -> FastAPI:
         if face.probabilities is None:
             raise RequestError("this model file has no discriminator, so it cannot classify expressions")
         return {"expression": face.source, "probabilities": face.probabilities, "distance": round(face.distance, 4),
-                "far": face.far}
+                "recognised": round(face.recognised, 4), "far": face.far}
 
     @app.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def unknown(path: str) -> None:

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from fexgan import toon
 from fexgan.data import open_image, prepare_image
 from fexgan.errors import UserError
-from fexgan.generate import FAR, FExGAN
+from fexgan.generate import FExGAN
 from fexgan.matte import MIN_SIZE, upscale_note
 
 MB = 2**20
@@ -60,12 +60,9 @@ class Face:
     pixels: np.ndarray  # (S, S, 3) uint8
     source: str
     probabilities: dict[str, float] | None = None
-    distance: float = 0.0  # from the characters the model knows (`FExGAN.distance_tensor`)
-    far_above: float = FAR  # the model's threshold (`FExGAN.far`)
-
-    @property
-    def far(self) -> bool:
-        return self.distance > self.far_above
+    distance: float = 0.0  # from the characters the model knows (`FExGAN.familiarity_tensor`) ...
+    recognised: float | None = None  # ... how surely its classifier reads the model's edits of the face
+    far: bool = False  # ... and whether the face is unlike every character the model knows
 
     @property
     def image(self) -> Image.Image:
@@ -160,8 +157,8 @@ class Engine:
         if source is None:
             source = max(probabilities, key=probabilities.get) if probabilities else self.neutral
         x = self.model.prepare(Image.fromarray(pixels))
-        return Face(original, pixels, source, probabilities, float(self.model.distance_tensor(x, source)[0]),
-                    self.model.far)
+        known = {k: v[0].item() for k, v in self.model.familiarity_tensor(x, source).items()}
+        return Face(original, pixels, source, probabilities, known["distance"], known.get("recognised"), known["far"])
 
     def check_size(self, size: int | None) -> str | None:
         """Refuse an output side over the limit; the line saying it is upscaled, when it is."""

@@ -121,9 +121,10 @@ class Page:
             data = f.read(self.engine.limits.max_upload_bytes + 1)  # enough to tell that a file is too large
         face = self.engine.upload(data)
         if face.far:
-            gradio().Warning(f"This face is far from the characters the model knows (distance {face.distance:.2f}, "
-                             f"above {face.far_above:.2f}): the expressions are drawn over its own pixels and may look off. "
-                             f"`fexgan finetune` adapts the model to a new character from one image.")
+            sure = f"; its own classifier is {face.recognised:.0%} sure of its edits" if face.recognised is not None else ""
+            gradio().Warning(f"This face is far from the characters the model knows (distance {face.distance:.2f}{sure}): "
+                             f"the expressions may look off. `fexgan finetune` adapts the model to a new character "
+                             f"from one image.")
         return (None, *self.show(face, weights))
 
     @in_page
