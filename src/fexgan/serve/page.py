@@ -22,6 +22,7 @@ from fexgan.animation import ANIMATIONS, MEDIA_TYPES, animation_bytes, png_bytes
 from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.figures import figure_cells
+from fexgan.generate import RECOGNISED
 from fexgan.serve.api import b64
 from fexgan.serve.engine import MB, Engine, Face, RequestError
 from fexgan.visuals import image_grid
@@ -121,10 +122,11 @@ class Page:
             data = f.read(self.engine.limits.max_upload_bytes + 1)  # enough to tell that a file is too large
         face = self.engine.upload(data)
         if face.far:
-            sure = f"; its own classifier is {face.recognised:.0%} sure of its edits" if face.recognised is not None else ""
-            gradio().Warning(f"This face is far from the characters the model knows (distance {face.distance:.2f}{sure}): "
-                             f"the expressions may look off. `fexgan finetune` adapts the model to a new character "
-                             f"from one image.")
+            unread = face.recognised is not None and face.recognised < RECOGNISED
+            why = (f"its own classifier is {face.recognised:.0%} sure of its edits of it" if unread
+                   else f"its decoder cannot redraw it: distance {face.distance:.2f}")
+            gradio().Warning(f"This face is far from the characters the model knows ({why}): the expressions may "
+                             f"look off. `fexgan finetune` adapts the model to a new character from one image.")
         return (None, *self.show(face, weights))
 
     @in_page
