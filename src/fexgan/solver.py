@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -56,11 +57,14 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     """Networks and Adam optimisers; under torchrun each network is wrapped in DDP (rank 0's
     initial weights are broadcast to all), optionally with synchronised batch norm."""
     G, D = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
-    for part in cfg.freeze:  # fine-tunes keep these fixed: no gradients, so Adam leaves them alone
+    for part in cfg.freeze:  # fine-tunes keep these fixed: no gradients, so Adam leaves them alone, and
         module = getattr(G, part.removeprefix("generator."), None)
         if module is None:
             raise UserError(f"freeze {part}: the {cfg.model.generator} design has no such part")
         module.requires_grad_(False)
+        for norm in module.modules():  # batch norm's running statistics stay those the model was trained with
+            if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                norm.momentum = 0.0
     if cfg.channels_last:  # NHWC: tensor cores on CUDA, oneDNN's fastest layout on CPU (-6..10% CPU time)
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
