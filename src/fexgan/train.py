@@ -274,9 +274,10 @@ class Trainer:
                       if cfg.held_out else {}), "processes": self.ctx.world,
                    "global_batch": cfg.batch_size, "precision": self.precision, "replicas_identical": in_sync,
                    **({"init_from": cfg.init_from} if cfg.init_from else {}),
-                   **{k: round(v, 6 if k == "val_l1" else 4) for k, v in val.items()},
-                   **({"far": far_threshold(nets.G_out, cfg, self.data, self.val_idx if len(self.val_idx) else self.train_idx,
-                                            self.device)} if nets.G_out.redraws else {})}
+                   **{k: round(v, 6 if k == "val_l1" else 4) for k, v in val.items()}}
+        if nets.G_out.redraws:  # the web demo's redraw threshold (`FExGAN.familiarity_tensor`)
+            known = self.val_idx if len(self.val_idx) else self.train_idx
+            summary["far"] = far_threshold(nets.G_out, cfg, self.data, known, self.device)
         model_path = out / "model.safetensors"
         try:
             ckpt.save_model(model_path, nets.G_out, nets.D, cfg.model, summary)
