@@ -43,10 +43,11 @@ def test_a_finetune_starts_from_the_model_keeps_the_encoder_and_replays_the_old_
     assert cfg.init_from == str(base) and cfg.replay == "toon:4" and cfg.held_out == 1
     assert cfg.model == ckpt.load_model(base).config and cfg.freeze == ("generator.encoder",)
     assert cfg.d_classify_fakes is False and cfg.lr == 1e-4  # the edit design's losses (the any preset's)
-    data, train_idx, _ = replay_mix(cfg)
+    data, train_idx, _, new = replay_mix(cfg)
+    assert torch.equal(new, data.identity == 0)
     assert data.identities[0] == "mine" and len(data.identities) == 7
     mine = (data.identity[train_idx] == 0).float().mean().item()
-    assert 0.45 <= mine <= 0.55  # half of every epoch is the new face, half the replayed data
+    assert 0.2 <= mine <= 0.3  # a quarter of every epoch is the new face, the rest the replayed data
     assert not (data.identity[train_idx] == 6).any()  # the base's held-out character stays out of the replay
     model = finetune(base, f"folder:{newcomer}", tmp_path / "run", steps=4,
                      overrides=["device=cpu", "threads=1", "batch_size=8"], progress=False)
@@ -77,3 +78,25 @@ def test_finetune_from_the_command_line_and_its_mistakes(base: Path, newcomer: P
         assert not (tmp_path / "bad").exists()
     with pytest.raises(UserError, match="replay"):
         finetune_config(base, f"folder:{newcomer}", replay="", overrides=["replay_share=1.5"])
+
+
+def test_the_discriminator_does_not_learn_from_images_without_weight() -> None:
+    """A fine-tune's new images get no weight in the discriminator's loss (`d_weight`): a step on a batch
+    of only such images leaves the discriminator as it was, while the generator still learns."""
+    import copy
+
+    from fexgan.solver import autocast_for, build_nets, train_step
+
+    cfg = build_config("tiny", overrides=["device=cpu", "model.generator=edit", "amp=false"])
+    nets = build_nets(cfg, torch.device("cpu"))
+    n, size = 4, cfg.model.image_size
+    cls = torch.tensor([4, 4, 4, 4])
+    batch = {"source": torch.rand(n, 3, size, size) * 2 - 1, "target": torch.rand(n, 3, size, size) * 2 - 1,
+             "source_class": cls, "target_class": cls, "source_affect": torch.eye(7)[cls], "target_affect": torch.eye(7)[cls]}
+    d_before, g_before = copy.deepcopy(nets.D.state_dict()), copy.deepcopy(nets.G.state_dict())
+    train_step(nets, {**batch, "d_weight": torch.zeros(n)}, cfg, 1.0, autocast_for(cfg, torch.device("cpu")))
+    assert all(torch.equal(v, nets.D.state_dict()[k]) for k, v in d_before.items() if v.is_floating_point()
+               and "running" not in k)
+    assert any(not torch.equal(v, nets.G.state_dict()[k]) for k, v in g_before.items())
+    train_step(nets, {**batch, "d_weight": torch.ones(n)}, cfg, 1.0, autocast_for(cfg, torch.device("cpu")))
+    assert any(not torch.equal(v, nets.D.state_dict()[k]) for k, v in d_before.items() if "running" not in k)

@@ -57,6 +57,18 @@ def test_cross_entropy_with_soft_targets() -> None:
     assert hard.item() == pytest.approx(index.item(), rel=1e-6)
 
 
+def test_a_weight_leaves_images_out_of_the_adversarial_terms() -> None:
+    """A fine-tune's new images (weight 0) do not count; the others' means are as without them."""
+    x, logits = torch.tensor([0.0, 2.0]), torch.tensor(LOGITS)
+    binary, multi = adversarial_terms(x, logits, True, torch.tensor([2, 0]), weight=torch.tensor([0.0, 1.0]))
+    assert binary.item() == pytest.approx(softplus(-2.0), rel=1e-6)
+    assert multi.item() == pytest.approx(-log_softmax(LOGITS[1], 0), rel=1e-6)
+    logit, cls, labels = torch.tensor([5.0, -1.0]), torch.tensor(LOGITS), torch.tensor([1, 0])
+    weighted = discriminator_loss(logit, cls, labels, -logit, cls, labels, weight=torch.tensor([0.0, 1.0]))
+    alone = discriminator_loss(logit[1:], cls[1:], labels[1:], -logit[1:], cls[1:], labels[1:])
+    assert all(weighted[k].item() == pytest.approx(alone[k].item(), rel=1e-6) for k in alone)
+
+
 def test_kl_with_log_sigma() -> None:
     """KL(N(mu, sigma^2) || N(0, 1)) = (sigma^2 + mu^2 - 1 - 2 log sigma) / 2 per dimension, summed
     over the latent dimensions and averaged over the batch."""

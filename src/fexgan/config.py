@@ -110,7 +110,7 @@ class TrainConfig:
     compile: bool = False
     init_from: str = ""              # a model (file, run folder, shipped name) whose weights start the run
     replay: str = ""                 # fine-tunes: data replayed beside `data` (the base model's), ...
-    replay_share: float = 0.5        # ... making up this share of every epoch
+    replay_share: float = 0.75       # ... making up this share of every epoch
     freeze: tuple[str, ...] = ()     # generator parts kept fixed: generator.encoder|decoder|skips|head
     sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)

@@ -5,7 +5,10 @@ A fine-tune is a training run (`fexgan.train`) that starts from the model's weig
 with a fresh optimiser at a lower learning rate, on the new character's images mixed with a replay of
 the data the model was trained on (`replay`, a `replay_share` of every epoch), so that the characters
 it knew do not degrade. The encoder stays fixed (`freeze`): the latent space the known characters
-live in does not move, and the decoder, its skips and head and the discriminator learn the newcomer.
+live in does not move, and the decoder, its skips and head learn the newcomer. The discriminator
+goes on learning from the replayed characters only (`replay_mix`'s new images get no weight in its
+loss): from one neutral face it would learn that the newcomer is only ever neutral, and pull every
+edit of it back to that face (karu's judge fell to 0.80-0.87 from 0.94; docs/any-character.md).
 It writes a run folder like `train` (with `init_from` in its config and its model's summary); the
 result loads, serves and exports like any model.
 
@@ -44,10 +47,10 @@ def finetune_config(model: str | Path, data: str, minutes: float = 3.0, steps: i
                                               *length, *(overrides or [])])
 
 
-def replay_mix(cfg: TrainConfig) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
-    """(data, train indices, val indices) of a fine-tune: the new character's images first, then the
-    replayed data (whose last `held_out` identities stay out, as in the base model's run); the new
-    images are repeated so that they make up 1 - `replay_share` of every epoch."""
+def replay_mix(cfg: TrainConfig) -> tuple[ImageSet, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(data, train indices, val indices, which images are new) of a fine-tune: the new character's
+    images first, then the replayed data (whose last `held_out` identities stay out, as in the base
+    model's run); the new images are repeated so that they make up 1 - `replay_share` of every epoch."""
     size, background, classes = cfg.model.image_size, cfg.model.background, cfg.model.classes
     new = load_source(cfg.data, size, background, classes, complete=False)
     data = new + load_source(cfg.replay, size, background, classes)
@@ -58,7 +61,8 @@ def replay_mix(cfg: TrainConfig) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
     if not len(mine):
         raise UserError(f"{cfg.data} has no image to fine-tune on")
     repeat = max(1, math.ceil((1 - cfg.replay_share) * len(old) / (cfg.replay_share * len(mine)))) if cfg.replay_share else 1
-    return data, torch.cat([mine.repeat(repeat), old]) if cfg.replay_share else mine, val_idx
+    return (data, torch.cat([mine.repeat(repeat), old]) if cfg.replay_share else mine, val_idx,
+            data.identity < len(new.identities))
 
 
 def finetune(model: str | Path, data: str, out: str | Path, minutes: float = 3.0, steps: int = 0,

@@ -7,15 +7,19 @@ import torch.nn.functional as F
 
 
 def adversarial_terms(real_fake_logit: torch.Tensor, class_logits: torch.Tensor, is_real: bool,
-                      affect: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                      affect: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(phi_b, phi_m): binary cross-entropy against `is_real` and cross-entropy against `affect`.
 
-    `affect` is a class-index tensor or a (B, classes) probability vector (mixed / jittered).
+    `affect` is a class-index tensor or a (B, classes) probability vector (mixed / jittered);
+    `weight` (B,), when given, says how much each image counts in the means (0: not at all).
     """
     target = torch.full_like(real_fake_logit, 1.0 if is_real else 0.0)
-    binary = F.binary_cross_entropy_with_logits(real_fake_logit, target)
-    multi = F.cross_entropy(class_logits, affect)
-    return binary, multi
+    binary = F.binary_cross_entropy_with_logits(real_fake_logit, target, reduction="none")
+    multi = F.cross_entropy(class_logits, affect, reduction="none")
+    if weight is None:
+        return binary.mean(), multi.mean()
+    total = weight.sum().clamp_min(1e-12)
+    return (binary * weight).sum() / total, (multi * weight).sum() / total
 
 
 def kl_loss(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
@@ -60,12 +64,15 @@ def generator_loss(fake_logit: torch.Tensor, fake_class_logits: torch.Tensor, ta
 
 def discriminator_loss(real_logit: torch.Tensor, real_class_logits: torch.Tensor, source_class: torch.Tensor,
                        fake_logit: torch.Tensor, fake_class_logits: torch.Tensor,
-                       target_class: torch.Tensor, classify_fakes: bool = True) -> dict[str, torch.Tensor]:
+                       target_class: torch.Tensor, classify_fakes: bool = True, weight: torch.Tensor | None = None
+                       ) -> dict[str, torch.Tensor]:
     """Eqs. 5-7: L_real = phi_b(1, y) + phi_m(A_s, y_m); L_fake = phi_b(0, y^) + phi_m(A_t, y^_m).
 
     `classify_fakes` False leaves out phi_m(A_t, y^_m) (StarGAN's choice): the classifier learns the
-    expressions from real images only, so a half-made edit cannot teach it that it shows the target."""
-    rb, rm = adversarial_terms(real_logit, real_class_logits, True, source_class)
-    fb, fm = adversarial_terms(fake_logit, fake_class_logits, False, target_class)
+    expressions from real images only, so a half-made edit cannot teach it that it shows the target.
+    `weight` (B,), when given, says which sources and their fakes count (a fine-tune leaves out the
+    new character's: `fexgan.finetune`)."""
+    rb, rm = adversarial_terms(real_logit, real_class_logits, True, source_class, weight)
+    fb, fm = adversarial_terms(fake_logit, fake_class_logits, False, target_class, weight)
     real, fake = rb + rm, fb + fm if classify_fakes else fb
     return {"d_total": real + fake, "d_real": real, "d_fake": fake, "d_cls_real": rm}

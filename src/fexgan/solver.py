@@ -118,14 +118,16 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
                ) -> dict[str, torch.Tensor]:
     """One discriminator update, then one generator update (eqs. 1-7) and its moving average (with
     `ema_decay`). Returns detached losses. A non-finite loss or gradient raises `Diverged` instead of
-    being applied."""
+    being applied. The batch's `d_weight` (B,), when it has one, says which sources and their fakes the
+    discriminator learns from (a fine-tune's: not the new character's, `fexgan.finetune`)."""
     G, D = nets.G, nets.D
     with autocast:
         fake, mu, log_sigma, parts = G(batch["source"], batch["source_affect"], batch["target_affect"])
         real_logit, real_cls = D(batch["source"])
         fake_logit, fake_cls = D(fake.detach())
     d_losses = discriminator_loss(real_logit.float(), real_cls.float(), batch["source_class"], fake_logit.float(),
-                                  fake_cls.float(), batch["target_class"], cfg.d_classify_fakes)  # fp32, from raw logits
+                                  fake_cls.float(), batch["target_class"], cfg.d_classify_fakes,
+                                  batch.get("d_weight"))  # fp32, from raw logits
     nets.opt_d.zero_grad(set_to_none=True)
     d_losses["d_total"].backward()
     check_finite(d_losses["d_total"], D, "discriminator", ctx)

@@ -114,8 +114,9 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         if not self.main:
             dist_.barrier(ctx)
+        self.new_images = None  # a fine-tune's new images: the discriminator does not learn from them (d_weight)
         if cfg.replay:  # a fine-tune: the new character's images and a replay of the base model's data
-            self.data, self.train_idx, self.val_idx = replay_mix(cfg)
+            self.data, self.train_idx, self.val_idx, self.new_images = replay_mix(cfg)
         else:
             self.data = load_source(cfg.data, cfg.model.image_size, cfg.model.background, cfg.model.classes)
             check_coverage(self.data, cfg.min_images_per_class)
@@ -175,6 +176,8 @@ class Trainer:
         cfg = self.cfg
         src, target_class, target_idx = self.sampler.next_batch()
         batch = make_batch(self.data, self.images, src, target_class, target_idx, cfg, self.aug_gen, self.device)
+        if self.new_images is not None:
+            batch["d_weight"] = (~self.new_images[src]).float().to(self.device)
         losses = self.tuner(train_step, self.nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, self.autocast,
                             self.ctx, ema_decay_at(cfg, self.step))
         for k, v in losses.items():
