@@ -1,6 +1,7 @@
 """One training step and short real runs: the losses as used, run folder, determinism, resume, model files."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -235,6 +236,8 @@ def test_the_moving_average_follows_the_trained_generator(step_setup: tuple) -> 
     assert any(not torch.equal(v, trained[k]) for k, v in nets.G_ema.state_dict().items())
     assert not any(p.requires_grad for p in nets.G_ema.parameters()) and not nets.G_ema.training
     assert ema_decay_at(cfg, 0) == pytest.approx(0.1) and ema_decay_at(cfg, 10**6) == cfg.ema_decay
+    # a run from a model's weights (a fine-tune) keeps that model's average: no warm-up to shed
+    assert ema_decay_at(dataclasses.replace(cfg, init_from="toon-any-64"), 0) == cfg.ema_decay
 
 
 def test_model_files_hold_the_moving_average_and_resume_restores_both(run_a: Path, face_folder: Path,

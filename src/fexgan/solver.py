@@ -97,8 +97,10 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
 
 def ema_decay_at(cfg: TrainConfig, step: int) -> float:
     """The moving average's decay at `step`: short early on, so that the average is not stuck near the
-    initial weights, then `cfg.ema_decay` (about the last 1/(1 - decay) steps count)."""
-    return min(cfg.ema_decay, (1 + step) / (10 + step))
+    initial random weights, then `cfg.ema_decay` (about the last 1/(1 - decay) steps count). A run that
+    starts from a model's weights (`init_from`, a fine-tune) starts its average at that model's, which
+    it has no reason to shed: the full decay from the first step."""
+    return cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + step) / (10 + step))
 
 
 class Diverged(Exception):
