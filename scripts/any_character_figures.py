@@ -30,7 +30,7 @@ CELL = 96  # every face shown at this side
 def unseen_characters(k: int = 4) -> list[toon.Character]:
     """The first `k` characters toon-any-64 held out of its training (toon-128 knows the first six only)."""
     held = read_metadata(resolve_model(ANY))[1]["held_out"]
-    everyone = {c.name: c for c in toon.make_characters(64, seed=TOON_SEED)}
+    everyone = {c.name: c for c in toon.make_characters(toon.MAX_CHARACTERS, seed=TOON_SEED)}
     return [everyone[name] for name in held[:k]]
 
 

@@ -405,8 +405,10 @@ def test_the_edit_design_knows_every_toon_face_and_not_other_styles() -> None:
     """toon-any-64 edits toon faces it never saw as well as its own, so they are near; its classifier
     cannot read its edits of a smiley, of noise or of a grey square: those are far."""
     shipped = fexgan.load("toon-any-64", "cpu")
-    chars = toon.make_characters(64, seed=TOON_SEED)
-    toons = shipped.prepare([toon.render_face(c, "neutral", size=64) for c in chars[:6] + chars[56:]])  # 56+: held out
+    chars = toon.make_characters(toon.MAX_CHARACTERS, seed=TOON_SEED)
+    held_out = [c for c in chars if c.name in shipped.summary["held_out"]]
+    assert len(held_out) == 8
+    toons = shipped.prepare([toon.render_face(c, "neutral", size=64) for c in chars[:6] + held_out])
     known = shipped.familiarity_tensor(toons, "neutral")
     assert known["recognised"].min() > 0.95 and not known["far"].any()
     assert known["distance"].max() > shipped.far  # the redraw distance would call some of them far

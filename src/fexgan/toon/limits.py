@@ -5,7 +5,7 @@ import numpy as np
 
 from fexgan.errors import UserError
 
-MIN_SIZE, MAX_SIZE, MAX_CHARACTERS = 32, 256, 64
+MIN_SIZE, MAX_SIZE, MAX_CHARACTERS = 32, 256, 256
 
 
 def _check_size(size: int) -> None:
