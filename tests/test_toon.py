@@ -166,7 +166,7 @@ def test_arrays_match_across_worker_counts() -> None:
 @pytest.mark.parametrize("kwargs, words", [
     ({"size": 7}, "size"), ({"size": 300}, "size"), ({"per_class": 0}, "per-class"),
     ({"per_class": -3}, "per-class"), ({"characters": 0}, "characters"),
-    ({"characters": 65}, "characters"), ({"workers": 0}, "workers"),
+    ({"characters": toon.MAX_CHARACTERS + 1}, "characters"), ({"workers": 0}, "workers"),
 ])
 def test_bad_arguments_raise_one_clear_user_error(kwargs: dict, words: str) -> None:
     with pytest.raises(UserError, match=words):
