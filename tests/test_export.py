@@ -20,7 +20,7 @@ from fexgan import checkpoint as ckpt
 from fexgan import export as ex
 from fexgan import toon
 from fexgan.config import build_config
-from fexgan.data import from_pil, load_source, to_model_input, to_uint8
+from fexgan.data import from_pil, load_source, to_model_input, to_uint8, toon_options
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 from fexgan.metrics.groundtruth import compare
@@ -278,7 +278,7 @@ def test_the_any_character_model_keeps_characters_it_never_saw(all_cores: None) 
     finds each character's identity and the target expression."""
     model = fexgan.load("toon-any-64", "cpu", precision="fp32")
     assert model.config.generator == "edit" and len(model.summary["held_out"]) == 8
-    characters = int(model.summary["data"].split(":")[2])  # toon:PER_CLASS:CHARACTERS
+    characters = toon_options(model.summary["data"].removeprefix("toon:"))[1]
     spec = f"toon:5:{characters}"  # the model's characters, 5 images each: the judge trains in a quarter of the time
     data = load_source(spec, 64)
     chars = toon.make_characters(characters)
