@@ -43,6 +43,7 @@ def test_a_finetune_starts_from_the_model_keeps_the_encoder_and_replays_the_old_
     assert cfg.init_from == str(base) and cfg.replay == "toon:4" and cfg.held_out == 1
     assert cfg.model == ckpt.load_model(base).config and cfg.freeze == ("generator.encoder",)
     assert cfg.d_classify_fakes is False and cfg.lr == 1e-4  # the edit design's losses (the any preset's)
+    assert cfg.fixed_norms and cfg.late_fraction == 0  # going on where the base model's training ended
     data, train_idx, _, new = replay_mix(cfg)
     assert torch.equal(new, data.identity == 0)
     assert data.identities[0] == "mine" and len(data.identities) == 7
@@ -53,8 +54,12 @@ def test_a_finetune_starts_from_the_model_keeps_the_encoder_and_replays_the_old_
                      overrides=["device=cpu", "threads=1", "batch_size=8"], progress=False)
     before, after = ckpt.read_tensors(base), ckpt.read_tensors(model)
     encoder = [k for k in before if k.startswith("generator.encoder.") and before[k].is_floating_point()]
-    assert any("running_mean" in k for k in encoder)  # its batch-norm statistics stay fixed too
     assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    statistics = [k for k in before if k.startswith("generator.") and ".running_" in k]
+    assert any(".decoder." in k for k in statistics)  # every norm's statistics stay fixed, not only the encoder's
+    assert all(torch.equal(before[k], after[k]) for k in statistics)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log and all(r["alpha_binary"] == cfg.alpha_late for r in log if "alpha_binary" in r)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(("generator.decoder.", "generator.head.")))
     summary = ckpt.read_metadata(model)[1]
     assert summary["init_from"] == str(base) and summary["steps"] == 4
@@ -100,3 +105,28 @@ def test_the_discriminator_does_not_learn_from_images_without_weight() -> None:
     assert any(not torch.equal(v, nets.G.state_dict()[k]) for k, v in g_before.items())
     train_step(nets, {**batch, "d_weight": torch.ones(n)}, cfg, 1.0, autocast_for(cfg, torch.device("cpu")))
     assert any(not torch.equal(v, nets.D.state_dict()[k]) for k, v in d_before.items() if "running" not in k)
+
+
+def test_fixed_norms_keep_their_statistics_whatever_mode_the_networks_were_left_in() -> None:
+    """With `fixed_norms` a training step normalises with the generator's running statistics and leaves
+    them as they are, even after something (a sample grid, validation) put the generator back in plain
+    training mode; without it the same step moves them."""
+    from fexgan.solver import autocast_for, build_nets, train_step
+
+    moved = {}
+    for fixed in (True, False):
+        cfg = build_config("tiny", overrides=["device=cpu", "model.generator=edit", "amp=false", "ema_decay=0",
+                                              f"fixed_norms={str(fixed).lower()}"])
+        torch.manual_seed(0)
+        nets = build_nets(cfg, torch.device("cpu"))
+        n, size = 4, cfg.model.image_size
+        cls = torch.tensor([0, 3, 4, 6])
+        batch = {"source": torch.rand(n, 3, size, size) * 2 - 1, "target": torch.rand(n, 3, size, size) * 2 - 1,
+                 "source_class": cls, "target_class": cls, "source_affect": torch.eye(7)[cls],
+                 "target_affect": torch.eye(7)[cls]}
+        stats = {k: v.clone() for k, v in nets.G.state_dict().items() if "running_" in k}
+        nets.G.train()
+        train_step(nets, batch, cfg, 1.0, autocast_for(cfg, torch.device("cpu")))
+        moved[fixed] = [k for k, v in stats.items() if not torch.equal(v, nets.G.state_dict()[k])]
+        assert stats
+    assert moved[True] == [] and moved[False]

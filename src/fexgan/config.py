@@ -112,6 +112,7 @@ class TrainConfig:
     replay: str = ""                 # fine-tunes: data replayed beside `data` (the base model's), ...
     replay_share: float = 0.75       # ... making up this share of every epoch
     freeze: tuple[str, ...] = ()     # generator parts kept fixed: generator.encoder|decoder|skips|head
+    fixed_norms: bool = False        # every batch norm of the generator keeps the statistics it was trained with
     sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)
     log_every: int = 20

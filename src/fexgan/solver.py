@@ -3,7 +3,7 @@ step of the paper's losses (eqs. 1-7). `fexgan.train` runs it in a loop."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,7 @@ class Nets:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     G_ema: Generator | None = None
+    fixed_norms: list[nn.Module] = field(default_factory=list)  # batch norms that keep their statistics
 
     def __post_init__(self) -> None:
         # The tensors the moving average blends, paired once: building both state dicts on every step
@@ -44,6 +45,14 @@ class Nets:
         """The generator that model files, samples and validation use: the moving average when there is one."""
         return self.G_ema if self.G_ema is not None else unwrap(self.G)
 
+    def train(self) -> None:
+        """Both networks in training mode, but for `fixed_norms`: they normalise with the statistics the
+        model was trained with and keep them (a fine-tune's batches, a quarter of them one new face, are
+        not the data those statistics describe)."""
+        self.G.train(), self.D.train()
+        for norm in self.fixed_norms:
+            norm.eval()
+
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
         """G_ema <- decay * G_ema + (1 - decay) * G, for weights and batch-norm statistics alike."""
@@ -57,14 +66,12 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     """Networks and Adam optimisers; under torchrun each network is wrapped in DDP (rank 0's
     initial weights are broadcast to all), optionally with synchronised batch norm."""
     G, D = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
-    for part in cfg.freeze:  # fine-tunes keep these fixed: no gradients, so Adam leaves them alone, and
+    frozen = []  # fine-tunes keep these parts fixed: no gradients, so Adam leaves them alone, and their norms'
+    for part in cfg.freeze:  # statistics stay those the model was trained with (`Nets.train`)
         module = getattr(G, part.removeprefix("generator."), None)
         if module is None:
             raise UserError(f"freeze {part}: the {cfg.model.generator} design has no such part")
-        module.requires_grad_(False)
-        for norm in module.modules():  # batch norm's running statistics stay those the model was trained with
-            if isinstance(norm, nn.modules.batchnorm._BatchNorm):
-                norm.momentum = 0.0
+        frozen.append(module.requires_grad_(False))
     if cfg.channels_last:  # NHWC: tensor cores on CUDA, oneDNN's fastest layout on CPU (-6..10% CPU time)
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
@@ -78,7 +85,9 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
         G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
     if cfg.compile:  # opt-in: compiling takes about a minute or more (docs/speed.md)
         G, D = torch.compile(G), torch.compile(D)
-    return Nets(G, D, opt_g, opt_d, G_ema)
+    fixed = [norm for part in ([unwrap(G)] if cfg.fixed_norms else frozen) for norm in part.modules()
+             if isinstance(norm, nn.modules.batchnorm._BatchNorm)]  # after the sync conversion, which replaces them
+    return Nets(G, D, opt_g, opt_d, G_ema, fixed)
 
 
 def precision(cfg: TrainConfig, device: torch.device) -> str:
@@ -123,6 +132,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
     being applied. The batch's `d_weight` (B,), when it has one, says which sources and their fakes the
     discriminator learns from (a fine-tune's: not the new character's, `fexgan.finetune`)."""
     G, D = nets.G, nets.D
+    nets.train()  # every step: a sample grid or validation in between leaves the plain training mode
     with autocast:
         fake, mu, log_sigma, parts = G(batch["source"], batch["source_affect"], batch["target_affect"])
         real_logit, real_cls = D(batch["source"])

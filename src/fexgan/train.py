@@ -100,7 +100,6 @@ class Trainer:
         held_out = self.val_idx if len(self.val_idx) else self.train_idx
         self.fixed = sample_sources(self.data, held_out)
         self.val_batch = validation_batch(self.data, held_out, cfg, self.device) if self.main else None
-        self.nets.G.train(), self.nets.D.train()
         self.start = time.time()
         self.sums: dict[str, torch.Tensor] = {}
         self.window_start, self.window_images, self.window_steps = self.start, 0, 0
