@@ -85,6 +85,14 @@ def test_finetune_from_the_command_line_and_its_mistakes(base: Path, newcomer: P
         finetune_config(base, f"folder:{newcomer}", replay="", overrides=["replay_share=1.5"])
 
 
+def _random_batch(cfg, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A training batch of random images, each with its own expression as the target."""
+    n, size = len(classes), cfg.model.image_size
+    return {"source": torch.rand(n, 3, size, size) * 2 - 1, "target": torch.rand(n, 3, size, size) * 2 - 1,
+            "source_class": classes, "target_class": classes, "source_affect": torch.eye(7)[classes],
+            "target_affect": torch.eye(7)[classes]}
+
+
 def test_the_discriminator_does_not_learn_from_images_without_weight() -> None:
     """A fine-tune's new images get no weight in the discriminator's loss (`d_weight`): a step on a batch
     of only such images leaves the discriminator as it was, while the generator still learns."""
@@ -94,10 +102,7 @@ def test_the_discriminator_does_not_learn_from_images_without_weight() -> None:
 
     cfg = build_config("tiny", overrides=["device=cpu", "model.generator=edit", "amp=false"])
     nets = build_nets(cfg, torch.device("cpu"))
-    n, size = 4, cfg.model.image_size
-    cls = torch.tensor([4, 4, 4, 4])
-    batch = {"source": torch.rand(n, 3, size, size) * 2 - 1, "target": torch.rand(n, 3, size, size) * 2 - 1,
-             "source_class": cls, "target_class": cls, "source_affect": torch.eye(7)[cls], "target_affect": torch.eye(7)[cls]}
+    n, batch = 4, _random_batch(cfg, torch.tensor([4, 4, 4, 4]))
     d_before, g_before = copy.deepcopy(nets.D.state_dict()), copy.deepcopy(nets.G.state_dict())
     train_step(nets, {**batch, "d_weight": torch.zeros(n)}, cfg, 1.0, autocast_for(cfg, torch.device("cpu")))
     assert all(torch.equal(v, nets.D.state_dict()[k]) for k, v in d_before.items() if v.is_floating_point()
@@ -119,11 +124,7 @@ def test_fixed_norms_keep_their_statistics_whatever_mode_the_networks_were_left_
                                               f"fixed_norms={str(fixed).lower()}"])
         torch.manual_seed(0)
         nets = build_nets(cfg, torch.device("cpu"))
-        n, size = 4, cfg.model.image_size
-        cls = torch.tensor([0, 3, 4, 6])
-        batch = {"source": torch.rand(n, 3, size, size) * 2 - 1, "target": torch.rand(n, 3, size, size) * 2 - 1,
-                 "source_class": cls, "target_class": cls, "source_affect": torch.eye(7)[cls],
-                 "target_affect": torch.eye(7)[cls]}
+        batch = _random_batch(cfg, torch.tensor([0, 3, 4, 6]))
         stats = {k: v.clone() for k, v in nets.G.state_dict().items() if "running_" in k}
         nets.G.train()
         train_step(nets, batch, cfg, 1.0, autocast_for(cfg, torch.device("cpu")))

@@ -66,8 +66,10 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     """Networks and Adam optimisers; under torchrun each network is wrapped in DDP (rank 0's
     initial weights are broadcast to all), optionally with synchronised batch norm."""
     G, D = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
-    frozen = []  # fine-tunes keep these parts fixed: no gradients, so Adam leaves them alone, and their norms'
-    for part in cfg.freeze:  # statistics stay those the model was trained with (`Nets.train`)
+    # Fine-tunes keep the `freeze` parts fixed: no gradients, so Adam leaves them alone, and their batch
+    # norms keep the statistics the model was trained with (`Nets.train`; with `fixed_norms`, all of G's).
+    frozen = []
+    for part in cfg.freeze:
         module = getattr(G, part.removeprefix("generator."), None)
         if module is None:
             raise UserError(f"freeze {part}: the {cfg.model.generator} design has no such part")
