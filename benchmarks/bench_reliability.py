@@ -20,7 +20,8 @@ import torch
 from fexgan import runs
 from fexgan import solver as T
 from fexgan.config import build_config
-from fexgan.data import PairSampler, load_source, split_indices
+from fexgan.data import load_source, split_indices
+from fexgan.pairs import PairSampler
 
 CPU = torch.device("cpu")
 
