@@ -13,7 +13,8 @@ fine-tuning set. Scored before and after, against the renderer's truth and the e
 (trained on the real images of all the data's characters, held-out ones included; it never sees
 generated images):
 - that character: every one of its dataset images to every other expression (PSNR / L1 / sharpness
-  beside the unchanged input), judge expression and identity over every target;
+  beside the unchanged input), judge expression and identity over every target, and the judge's
+  expression on the true targets themselves (`truth`: the most a generator can score);
 - the training characters: the same on `--n` validation images, to show how much they move.
 Prints a table and writes OUT/finetune_one_image.json.
 """
@@ -49,11 +50,13 @@ def score(model: Path, data, spec: str, indices: torch.Tensor, judge) -> dict[st
     change = src_cls != targets
     gen, copy = compare(fakes[change], truth[change]), compare(real[change], truth[change])
     expr_p, id_p = judge.predict(fakes)
+    ceiling = judge.predict(truth)[0].argmax(1) == targets  # the judge on the true targets: a perfect generator's score
     return {"psnr": float(gen["psnr"].mean()), "psnr_copy": float(copy["psnr"].mean()),
             "l1": float(gen["l1"].mean()), "l1_copy": float(copy["l1"].mean()),
             "sharpness": float(gen["sharpness"].mean()),
             "judge_expression": float((expr_p.argmax(1) == targets).float().mean()),
-            "judge_identity": float((id_p.argmax(1) == src_id).float().mean()), "transfers": len(rep)}
+            "judge_identity": float((id_p.argmax(1) == src_id).float().mean()),
+            "judge_expression_truth": float(ceiling.float().mean()), "transfers": len(rep)}
 
 
 def finetune_one(base: Path, data, spec: str, identity: int, known: torch.Tensor, judge, args: argparse.Namespace
@@ -78,7 +81,7 @@ def finetune_one(base: Path, data, spec: str, identity: int, known: torch.Tensor
 
 
 def print_table(results: list[dict]) -> None:
-    print(f"{'':<22}{'PSNR':>7}{'copy':>7}{'L1':>8}{'copy':>8}{'sharp':>7}{'expr':>7}{'ident':>7}")
+    print(f"{'':<22}{'PSNR':>7}{'copy':>7}{'L1':>8}{'copy':>8}{'sharp':>7}{'expr':>7}{'truth':>7}{'ident':>7}")
     rows = [(f"{r['character']} {when}", r[when]["character"]) for r in results for when in ("before", "after")]
     if len(results) > 1:
         rows += [(f"mean {when}", {k: statistics.mean(r[when]["character"][k] for r in results)
@@ -87,7 +90,8 @@ def print_table(results: list[dict]) -> None:
                                          for k in results[0][when]["known"]}) for when in ("before", "after")]
     for label, r in rows:
         print(f"{label:<22}{r['psnr']:7.2f}{r['psnr_copy']:7.2f}{r['l1']:8.4f}{r['l1_copy']:8.4f}"
-              f"{r['sharpness']:7.2f}{r['judge_expression']:7.3f}{r['judge_identity']:7.3f}")
+              f"{r['sharpness']:7.2f}{r['judge_expression']:7.3f}{r['judge_expression_truth']:7.3f}"
+              f"{r['judge_identity']:7.3f}")
 
 
 def main() -> None:

@@ -224,11 +224,14 @@ def test_evaluate_writes_metrics_report_and_figures(report):
     for m in saved["mixed"].values():
         assert 0 <= m["p_first"]["value"] + m["p_second"]["value"] <= 1 + 1e-6 and m["p_first"]["n"] == n_src
     assert saved["realism"]["fid_transfer"]["value"] >= 0 and saved["realism"]["fid_transfer"]["n"] == n_src
+    truth = saved["judge_truth"]  # the same transfers' true targets, judged: what a perfect generator scores
+    assert truth["expression_accuracy"]["n"] == n_src * C and set(truth["per_character"]) == set(per_character)
+    assert truth["expression_accuracy"]["value"] > t["expression_accuracy"]["value"]
     g = saved["groundtruth"]
     assert g["all changes"]["generated"]["l1"]["n"] == n_src * (C - 1)
     assert g["same expression"]["generated"]["l1"]["n"] == n_src
     text = (out / "report.md").read_text()
-    for needle in ("Table 1", "0.913", "(n=", "source character", "confusion.png", "transfers.png", "Ground truth", "joy+disgust"):
+    for needle in ("Table 1", "0.913", "(n=", "source character", "judge on the truth", "confusion.png", "transfers.png", "Ground truth", "joy+disgust"):
         assert needle in text
     for png in ("confusion.png", "transfers.png", "samples.png"):
         assert (out / png).stat().st_size > 1000

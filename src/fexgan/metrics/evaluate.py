@@ -122,6 +122,11 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
     truth = render_truth(images, spec, src[rep], _one_hot(targets, n_cls), cfg.background) if with_truth else None
     results["groundtruth"] = groundtruth_metrics(classes, real, rep, fakes, truth, src_cls[rep], targets,
                                                  mixed_examples) if with_truth else None
+    if with_truth:  # the judge's verdict on the true targets themselves: the most a generator can score
+        truth_expr, truth_id = judge.predict(truth)
+        judged = transfer_metrics(classes, src_cls[rep], targets, truth_expr.argmax(1), truth_id.argmax(1) == src_id[rep],
+                                  src_id[rep], images.identities)
+        results["judge_truth"] = {k: judged[k] for k in ("expression_accuracy", "per_target", "per_character")}
     results["seconds"] = round(time.time() - start, 1)
 
     examples = one_per_identity(images, src, EXAMPLES)
