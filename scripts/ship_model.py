@@ -104,7 +104,8 @@ def evaluated(shipped: Path, config: dict, split: str) -> tuple[dict, dict]:
     t = results["transfer"]
     changes = (results["groundtruth"] or {}).get("all changes")  # toon data only: the renderer's truth
     truth = {**{f"groundtruth_{k}": v for k, v in changes["generated"].items()},
-             **{f"groundtruth_{k}_copy": v for k, v in changes["copy"].items()}} if changes else {}
+             **{f"groundtruth_{k}_copy": v for k, v in changes["copy"].items()},
+             "expression_accuracy_of_truth": results["judge_truth"]["expression_accuracy"]} if changes else {}
     return results, {**truth, "expression_accuracy": t["expression_accuracy"],
                      "identity_preservation": t["identity_preservation"], **results["realism"]}
 
@@ -176,7 +177,8 @@ def main() -> None:
         card["evaluation_held_out"] = {
             "command": f"fexgan evaluate {args.name} --split held_out --device cpu", "characters": held["held_out"],
             "n": held["n"], "metrics": held_metrics,
-            "per_target": held["transfer"]["per_target"], "per_character": held["transfer"]["per_character"]}
+            "per_target": held["transfer"]["per_target"], "per_character": held["transfer"]["per_character"],
+            "per_character_of_truth": held["judge_truth"]["per_character"] if held.get("judge_truth") else {}}
     (dest / f"{args.name}.json").write_text(json.dumps(card, indent=2) + "\n")
     truth_line = (f"ground-truth PSNR {metrics['groundtruth_psnr']['value']:.2f} dB (copy "
                   f"{metrics['groundtruth_psnr_copy']['value']:.2f}), " if "groundtruth_psnr" in metrics else "")

@@ -36,7 +36,7 @@ class PairSampler:
         self.epoch, self.position, self.order = 0, 0, self._new_order()
 
     def _partners(self, indices: torch.Tensor) -> torch.Tensor:
-        """partners[identity, moment, expression]: the index in `indices` of that image, or -1."""
+        """partners[identity, moment, expression]: the dataset index of that image if `indices` hold it, else -1."""
         moment = self.data.moment[indices]
         partners = torch.full((len(self.data.identities), int(moment.max().clamp_min(0)) + 1, len(self.data.classes)),
                               -1, dtype=torch.long)
