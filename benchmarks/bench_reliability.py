@@ -20,8 +20,7 @@ import torch
 from fexgan import runs
 from fexgan import solver as T
 from fexgan.config import build_config
-from fexgan.data import load_source, split_indices
-from fexgan.pairs import PairSampler
+from fexgan.data import PairSampler, load_source, split_indices
 
 CPU = torch.device("cpu")
 

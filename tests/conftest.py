@@ -12,7 +12,6 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
-from fexgan.data import ImageSet, load_source
 from fexgan.expressions import EXPRESSIONS
 
 
@@ -134,12 +133,6 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-@pytest.fixture(scope="module")
-def five_per_class(tmp_path_factory: pytest.TempPathFactory, make_tree: Callable[..., Path]) -> ImageSet:
-    root = make_tree(tmp_path_factory.mktemp("five"), "folder", identities=3, per_class=5)
-    return load_source(f"folder:{root}", 32)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Data sources on small real image trees, the cache, the split and augmentation."""
+"""Data sources on small real image trees, the cache, the split, the pair sampler and augmentation."""
 from __future__ import annotations
 
 import io
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from fexgan import checkpoint, data
-from fexgan.data import augment, load_source, split_indices
+from fexgan.data import PairSampler, augment, load_source, split_indices
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 
@@ -217,6 +217,12 @@ def test_broken_cache_is_rebuilt(tmp_path: Path, make_tree: Callable[..., Path],
 
 
 # ----------------------------------------------------------------------------- split and pairs
+@pytest.fixture(scope="module")
+def five_per_class(tmp_path_factory: pytest.TempPathFactory, make_tree: Callable[..., Path]) -> data.ImageSet:
+    root = make_tree(tmp_path_factory.mktemp("five"), "folder", identities=3, per_class=5)
+    return load_source(f"folder:{root}", 32)
+
+
 def test_split_is_deterministic_and_stratified(five_per_class: data.ImageSet) -> None:
     ds = five_per_class
     train, val = split_indices(ds, 0.2, seed=0)
@@ -246,6 +252,65 @@ def test_groups_of_one_stay_in_training(tmp_path: Path, make_tree: Callable[...,
     ds = load_source(f"folder:{make_tree(tmp_path, identities=1, per_class=1)}", 32)
     train, val = split_indices(ds, 0.5)
     assert len(train) == 7 and len(val) == 0
+
+
+def _draw(sampler: PairSampler, n: int) -> list[tuple[torch.Tensor, ...]]:
+    return [sampler.next_batch() for _ in range(n)]
+
+
+def test_pair_sampler_targets_share_identity_and_have_the_sampled_expression(five_per_class: data.ImageSet) -> None:
+    ds = five_per_class
+    train, _ = split_indices(ds, 0.2)
+    # identity 1 has no 'fear' images in this split: it must never get fear as a target
+    fear = EXPRESSIONS.index("fear")
+    train = train[~((ds.identity[train] == 1) & (ds.expression[train] == fear))]
+    sampler = PairSampler(ds, train, batch_size=8, seed=3)
+    allowed = set(train.tolist())
+    seen_targets, epoch_sources = set(), []
+    for _ in range(sampler.steps_per_epoch):
+        src, target, tgt_idx = sampler.next_batch()
+        assert src.shape == target.shape == tgt_idx.shape == (8,)
+        assert torch.equal(ds.identity[tgt_idx], ds.identity[src])
+        assert torch.equal(ds.expression[tgt_idx], target)
+        assert set(tgt_idx.tolist()) <= allowed
+        assert not ((ds.identity[src] == 1) & (target == fear)).any()
+        seen_targets |= set(target.tolist())
+        epoch_sources += src.tolist()
+    assert seen_targets == set(range(7))
+    assert len(set(epoch_sources)) == len(epoch_sources) and set(epoch_sources) <= allowed  # each once per epoch
+    sampler.next_batch()
+    assert sampler.epoch == 1
+
+
+def test_pair_sampler_state_reproduces_the_sequence(five_per_class: data.ImageSet, tmp_path: Path) -> None:
+    train, _ = split_indices(five_per_class, 0.2)
+    a = PairSampler(five_per_class, train, batch_size=8, seed=5)
+    _draw(a, 3)
+    # through a real state file, as checkpoints store it
+    checkpoint.save_state(tmp_path / "s.pt", {"sampler": a.state_dict()})
+    state = checkpoint.load_state(tmp_path / "s.pt")["sampler"]
+    expected = _draw(a, 2 * a.steps_per_epoch)      # crosses epoch boundaries
+    b = PairSampler(five_per_class, train, batch_size=8, seed=99)
+    b.load_state_dict(state)
+    got = _draw(b, 2 * b.steps_per_epoch)
+    assert all(torch.equal(x, y) for e, g in zip(expected, got) for x, y in zip(e, g))
+    assert (b.epoch, b.position) == (a.epoch, a.position)
+    c = PairSampler(five_per_class, train, batch_size=8, seed=99)
+    assert not all(torch.equal(x, y) for e, g in zip(expected, _draw(c, 2)) for x, y in zip(e, g))
+
+
+def test_the_ranks_shards_are_disjoint_and_together_make_the_one_process_batch(five_per_class: data.ImageSet) -> None:
+    """Two processes with half batches draw, step by step, two disjoint halves of the very pairs
+    (sources, targets, target images) a single process draws with the whole batch, epoch after epoch."""
+    train, _ = split_indices(five_per_class, 0.2)
+    one = PairSampler(five_per_class, train, batch_size=8, seed=4)
+    ranks = [PairSampler(five_per_class, train, batch_size=4, seed=4, shard=(r, 2)) for r in (0, 1)]
+    assert one.steps_per_epoch == ranks[0].steps_per_epoch == ranks[1].steps_per_epoch
+    for _ in range(2 * one.steps_per_epoch + 1):
+        whole = one.next_batch()
+        a, b = (r.next_batch() for r in ranks)
+        assert not set(a[0].tolist()) & set(b[0].tolist())
+        assert all(torch.equal(torch.cat([x, y]), w) for x, y, w in zip(a, b, whole))
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -195,13 +195,6 @@ def test_cli_render_show_and_errors(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.width > 7 * 32 and grid.height > 2 * 32
-    ok = _cli("data", "render", "--out", str(tmp_path / "paired"), "--per-class", "2", "--size", "32",
-              "--characters", "2", "--paired")
-    assert ok.returncode == 0, ok.stderr
-    manifest = json.loads((tmp_path / "paired" / "manifest.json").read_text())
-    assert manifest["moments"] == "paired"
-    moments = {(r["character"], r["n"], json.dumps(r["variation"])) for r in manifest["images"]}
-    assert len(moments) == 2 * 2 and len({r["variation"]["gaze_x"] for r in manifest["images"]}) == 4
 
     bad = _cli("data", "render", "--out", str(tmp_path / "x"), "--size", "7")
     assert bad.returncode == 2

@@ -16,8 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from fexgan import checkpoint as ckpt
 from fexgan.config import TrainConfig, build_config
-from fexgan.data import load_source, split_indices
-from fexgan.pairs import PairSampler
+from fexgan.data import PairSampler, load_source, split_indices
 from fexgan.errors import UserError
 from fexgan.runs import prepare_run
 from fexgan.snapshots import sample_sources, write_sample_grid

@@ -35,8 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fexgan import checkpoint as ckpt
 from fexgan.config import PRESETS, TrainConfig, build_config
-from fexgan.data import ImageSet, load_source, split_indices
-from fexgan.pairs import PairSampler
+from fexgan.data import ImageSet, PairSampler, load_source, split_indices
 from fexgan.errors import UserError
 from fexgan.metrics.generated import transfer
 from fexgan.threads import ThreadTuner

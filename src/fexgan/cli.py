@@ -68,7 +68,7 @@ def main() -> None:
 
 @app.command()
 def train(
-    data: Optional[str] = typer.Option(None, help="toon | toon:PER_CLASS[:CHARACTERS][:jitter][:paired] | ferg:PATH | folder:PATH"),
+    data: Optional[str] = typer.Option(None, help="toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH"),
     preset: str = typer.Option("cpu", help="paper | cpu | any | tiny"),
     config: Optional[Path] = typer.Option(None, help="JSON file of configuration values (applied after the preset)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default runs/<preset>-<time>)"),
@@ -153,19 +153,16 @@ def data_render(
     out: Path = typer.Option(..., help="folder for <char>/<char>_<expression>/<char>_<expression>_<n>.png + manifest.json"),
     per_class: int = typer.Option(200, help="images per character and expression"),
     size: int = typer.Option(128, help="image size in pixels, 32..256"),
-    characters: int = typer.Option(6, help="identities, 1..256 (the first 6 are hand-designed)"),
+    characters: int = typer.Option(6, help="identities, 1..64 (the first 6 are hand-designed)"),
     seed: int = typer.Option(0, help="random seed: the same arguments give byte-identical files"),
     workers: Optional[int] = typer.Option(None, help="worker processes (default: every core)"),
     jitter: bool = typer.Option(False, "--jitter", help="add head shift, zoom, rotation and lighting jitter "
                                 "(default: a fixed camera and light, as FERG-DB)"),
-    paired: bool = typer.Option(False, "--paired", help="image n of a character shows one moment (gaze, blink, "
-                                "intensity) in every expression: each the others' true transfer"),
 ) -> None:
     """Render the built-in toon faces in FERG-DB's layout, with a ground-truth manifest."""
     from fexgan.toon import render_dataset
 
-    manifest = render_dataset(out, per_class, size, characters, seed, workers, progress=True, jitter=jitter,
-                              paired=paired)
+    manifest = render_dataset(out, per_class, size, characters, seed, workers, progress=True, jitter=jitter)
     console.print(f"[green]done:[/] {escape(str(manifest))}", highlight=False)
 
 
@@ -174,7 +171,7 @@ def data_show(
     source: str = typer.Argument(..., help="a rendered folder (or FERG-DB), or 'toon' to draw from the renderer"),
     out: Path = typer.Option(..., help="PNG file to write"),
     size: int = typer.Option(128, help="face size in pixels for 'toon', 32..256"),
-    characters: int = typer.Option(6, help="identities for 'toon', 1..256"),
+    characters: int = typer.Option(6, help="identities for 'toon', 1..64"),
     seed: int = typer.Option(0, help="seed of the extra identities for 'toon'"),
 ) -> None:
     """Write a characters x expressions contact sheet."""

@@ -83,7 +83,7 @@ class TrainConfig:
     """Everything about a training run. Lengths: `steps` wins over `minutes` over `epochs`."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: str = "toon"               # toon | toon:PER_CLASS[:CHARACTERS][:jitter][:paired] | ferg:PATH | folder:PATH
+    data: str = "toon"               # toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH
     val_fraction: float = 0.2        # deterministic split, as the paper's 80/20
     held_out: int = 0                # the last N identities are kept out of training and validation
     batch_size: int = 32
@@ -195,7 +195,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # D's classifier learns from real images only: taught fakes as their target, it called half-made edits
     # done (judge 0.64 on unseen characters after 11,760 steps, 0.81 after 5,700 without; docs/any-character.md).
     "any": {"model": {"image_size": 64, "width": 0.25, "generator": "edit"}, "batch_size": 32, "epochs": 14,
-            "data": "toon:20:256:paired", "held_out": 8, "d_classify_fakes": False, "lr": 5e-4, "late_fraction": 0.2,
+            "data": "toon:20:256", "held_out": 8, "d_classify_fakes": False, "lr": 5e-4, "late_fraction": 0.2,
             "sample_every": 500, "checkpoint_every": 500, "augment_shift": 0.0, "augment_scale": 0.0},
     # 32 px and tiny widths, for tests; fp32 (amp off), so that its numbers are the same on every CPU.
     "tiny": {"model": {"image_size": 32, "width": 0.0625, "latent_dim": 16}, "batch_size": 8,

@@ -1,15 +1,12 @@
-"""Data: one preprocessing path, the dataset sources, the cache and the split (the pair sampler of
-training: `fexgan.pairs`).
+"""Data: one preprocessing path, the dataset sources, the cache, the split and the pair sampler.
 
 Preprocessing (used by training, inference, evaluation and the web demo alike):
 decode -> RGBA -> composite over the background colour -> pad to a square -> resize -> uint8 RGB.
 Models see `to_model_input(uint8)` = x / 127.5 - 1 in [-1, 1].
 
 Sources (`TrainConfig.data`):
-- `toon` or `toon:PER_CLASS[:CHARACTERS][:jitter][:paired]`: the built-in renderer (fexgan.toon), rendered
-  once; a fixed camera and lighting, as FERG-DB, unless `jitter` asks for pose and lighting jitter;
-  `paired`: image n of a character shows one moment (gaze, blink, intensity) in every expression, and
-  training takes its L1 target from the source's own moment: the exact true transfer.
+- `toon` or `toon:PER_CLASS[:CHARACTERS][:jitter]`: the built-in renderer (fexgan.toon), rendered once;
+  a fixed camera and lighting, as FERG-DB, unless `jitter` asks for pose and lighting jitter.
 - `ferg:PATH`: FERG-DB's layout `<char>/<char>_<expr>/*.png`.
 - `folder:PATH`: `<identity>/<expression>/*.png|jpg`.
 Each is decoded and resized once into a uint8 cache file that is re-used while the sources are
@@ -124,13 +121,6 @@ class ImageSet:
     classes: tuple[str, ...] = EXPRESSIONS
     names: list[str] = field(default_factory=list)   # relative path (or toon id) of every image
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable files
-    # (N,) int64 or None: images of one identity with the same moment (>= 0) show one instant in every
-    # expression, each the others' true transfer (`toon:...:paired`); -1 or None: no such partners
-    moment: torch.Tensor | None = None
-
-    def moments(self) -> torch.Tensor:
-        """`moment`, with -1 for every image when there is none."""
-        return self.moment if self.moment is not None else torch.full((len(self),), -1, dtype=torch.long)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -142,9 +132,7 @@ class ImageSet:
         return ImageSet(torch.cat([self.images, other.images]), torch.cat([self.expression, other.expression]),
                         torch.cat([self.identity, other.identity + len(self.identities)]),
                         self.identities + other.identities, self.classes, self.names + other.names,
-                        self.skipped + other.skipped,
-                        None if self.moment is None and other.moment is None else
-                        torch.cat([self.moments(), other.moments()]))
+                        self.skipped + other.skipped)
 
     def summary(self) -> dict:
         counts = torch.bincount(self.expression, minlength=len(self.classes)).tolist()
@@ -163,7 +151,7 @@ def parse_source(spec: str) -> tuple[str, str]:
     if kind not in ("toon", "ferg", "folder"):
         if Path(spec).is_dir():  # a bare folder: guess the layout from its first sub-folder
             return ("ferg", spec) if _looks_like_ferg(Path(spec)) else ("folder", spec)
-        raise UserError(f"unknown data source '{spec}'; use toon, toon:PER_CLASS[:CHARACTERS][:jitter][:paired], ferg:PATH or folder:PATH")
+        raise UserError(f"unknown data source '{spec}'; use toon, toon:PER_CLASS[:CHARACTERS][:jitter], ferg:PATH or folder:PATH")
     return kind, arg
 
 
@@ -217,8 +205,7 @@ def _load_cache(path: Path) -> ImageSet | None:
             meta = json.loads(str(z["meta"]))
             return ImageSet(torch.from_numpy(z["images"].copy()), torch.from_numpy(z["expression"].copy()),
                             torch.from_numpy(z["identity"].copy()), meta["identities"], tuple(meta["classes"]),
-                            meta["names"], [tuple(s) for s in meta["skipped"]],
-                            torch.from_numpy(z["moment"].copy()) if "moment" in z else None)
+                            meta["names"], [tuple(s) for s in meta["skipped"]])
     except Exception as err:  # a broken cache is rebuilt, never trusted
         warn(f"ignoring unreadable data cache {path} ({err}); rebuilding it")
         return None
@@ -229,9 +216,8 @@ def _save_cache(path: Path, data: ImageSet) -> None:
     meta = {"identities": data.identities, "classes": list(data.classes), "names": data.names, "skipped": data.skipped}
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
     try:
-        moment = {} if data.moment is None else {"moment": data.moment.numpy()}
         np.savez(tmp, images=data.images.numpy(), expression=data.expression.numpy(),
-                 identity=data.identity.numpy(), meta=np.array(json.dumps(meta)), **moment)
+                 identity=data.identity.numpy(), meta=np.array(json.dumps(meta)))
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -258,12 +244,9 @@ def _decode_files(items: list[tuple[Path, str, str]], root: Path, size: int, bac
     return ImageSet(arr, torch.tensor(exprs), torch.tensor(idents), identities, tuple(classes), names, skipped)
 
 
-def toon_options(arg: str) -> tuple[int, int, bool, bool]:
-    """'PER_CLASS[:CHARACTERS][:jitter][:paired]' of a `toon:` source -> (per class, characters,
-    pose/lighting jitter, paired moments)."""
+def toon_options(arg: str) -> tuple[int, int, bool]:
+    """'PER_CLASS[:CHARACTERS][:jitter]' of a `toon:` source -> (per class, characters, pose/lighting jitter)."""
     fields = [a for a in arg.split(":") if a]
-    paired = bool(fields) and fields[-1] == "paired"
-    fields = fields[:-1] if paired else fields
     jitter = bool(fields) and fields[-1] == "jitter"
     fields = fields[:-1] if jitter else fields
     try:
@@ -272,23 +255,22 @@ def toon_options(arg: str) -> tuple[int, int, bool, bool]:
         per_class = int(fields[0]) if fields else 200
         characters = int(fields[1]) if len(fields) > 1 else 6
     except ValueError:
-        raise UserError(f"bad toon source 'toon:{arg}'; use toon:PER_CLASS[:CHARACTERS][:jitter][:paired], "
-                        f"e.g. toon:200:6, toon:200:6:jitter or toon:20:256:paired") from None
-    return per_class, characters, jitter, paired
+        raise UserError(f"bad toon source 'toon:{arg}'; use toon:PER_CLASS[:CHARACTERS][:jitter], "
+                        f"e.g. toon:200:6 or toon:200:6:jitter") from None
+    return per_class, characters, jitter
 
 
 def _render_toon(arg: str, size: int, background: Background) -> ImageSet:
     from fexgan import toon
 
-    per_class, characters, jitter, paired = toon_options(arg)
+    per_class, characters, jitter = toon_options(arg)
     arrays = toon.render_arrays(per_class=per_class, size=size, characters=characters, seed=0, progress=True,
-                                jitter=jitter, paired=paired)
+                                jitter=jitter)
     images = np.stack([prepare_image(Image.fromarray(a, "RGBA"), size, background) for a in arrays.images])
     names = [f"{r['character']}/{EXPRESSIONS[r['expression']] if isinstance(r['expression'], int) else r['expression']}/{r['n']}"
              for r in arrays.records]
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(arrays.expression),
-                    torch.from_numpy(arrays.identity), list(arrays.characters), EXPRESSIONS, names, [],
-                    torch.tensor([r["n"] for r in arrays.records]) if paired else None)
+                    torch.from_numpy(arrays.identity), list(arrays.characters), EXPRESSIONS, names, [])
 
 
 def load_source(spec: str, size: int, background: Background = (255, 255, 255),
@@ -336,7 +318,7 @@ def check_coverage(data: ImageSet, minimum: int = 1) -> None:
                         f"add images or lower min_images_per_class")
 
 
-# ----------------------------------------------------------------------------- split
+# ----------------------------------------------------------------------------- split and pairs
 def held_out_identities(data: ImageSet, held_out: int) -> list[int]:
     """The identities kept out of training and validation: the last `held_out` (in name order)."""
     if not 0 <= held_out < len(data.identities):
@@ -376,6 +358,68 @@ def one_per_identity(data: ImageSet, indices: torch.Tensor, limit: int | None = 
         preferred = mine[data.expression[indices][mine] == neutral]
         chosen.append(int((preferred if len(preferred) else mine)[0]))
     return torch.tensor(chosen, dtype=torch.long)
+
+
+class PairSampler:
+    """Draws training batches: source images in a shuffled epoch order, a target expression per image
+    and a random real image of the same identity with that expression (the L1 target).
+
+    All randomness comes from one `torch.Generator`, so the data order is part of a resumable state.
+    """
+
+    def __init__(self, data: ImageSet, indices: torch.Tensor, batch_size: int, seed: int = 0,
+                 shard: tuple[int, int] = (0, 1)):
+        self.data, self.indices, self.batch_size = data, indices, batch_size
+        self.rank, self.world = shard
+        self.generator = torch.Generator().manual_seed(seed)
+        n_id, n_cls = len(data.identities), len(data.classes)
+        ident, expr = data.identity[indices], data.expression[indices]
+        counts = torch.zeros(n_id, n_cls, dtype=torch.long)
+        counts.index_put_((ident, expr), torch.ones_like(ident), accumulate=True)
+        # table[i, c, :counts[i, c]] holds the dataset indices of identity i with expression c
+        table = torch.zeros(n_id, n_cls, max(int(counts.max()), 1), dtype=torch.long)
+        order = torch.argsort(ident * n_cls + expr, stable=True)
+        slot = torch.arange(len(indices)) - torch.repeat_interleave(
+            torch.cumsum(counts.flatten(), 0) - counts.flatten(), counts.flatten())
+        table[ident[order], expr[order], slot] = indices[order]
+        self.table, self.counts = table, counts
+        self.epoch, self.position, self.order = 0, 0, self._new_order()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.indices) // (self.batch_size * self.world))
+
+    def _new_order(self) -> torch.Tensor:
+        """The epoch's permutation as (steps, processes, batch): every process holds the same order
+        (so any rank's state resumes any rank) and takes its own disjoint column."""
+        perm = self.indices[torch.randperm(len(self.indices), generator=self.generator)]
+        usable = self.steps_per_epoch * self.batch_size * self.world
+        return perm[:usable].view(-1, self.world, self.batch_size)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(source indices, target expressions, target image indices), each (batch,).
+
+        Targets are drawn for the global batch of every process and each takes its own part, so the
+        processes' generators stay in step and together draw exactly what one process would."""
+        if self.position >= len(self.order):
+            self.epoch, self.position, self.order = self.epoch + 1, 0, self._new_order()
+        src = self.order[self.position].flatten()
+        self.position += 1
+        ident = self.data.identity[src]
+        available = (self.counts[ident] > 0).float()          # expressions this identity has in the split
+        target = torch.multinomial(available, 1, generator=self.generator).squeeze(1)
+        n = self.counts[ident, target]
+        pick = (torch.rand(len(src), generator=self.generator) * n).long().clamp_max(n - 1)
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return src[mine], target[mine], self.table[ident, target, pick][mine]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "epoch": self.epoch, "position": self.position,
+                "order": self.order.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.epoch, self.position, self.order = state["epoch"], state["position"], state["order"]
 
 
 def augment(images: torch.Tensor, shift: float, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -22,8 +22,7 @@ from fexgan import checkpoint as ckpt
 from fexgan import distributed as dist_
 from fexgan.checkpoint import latest_checkpoint
 from fexgan.config import TrainConfig
-from fexgan.data import ImageSet, held_out_identities
-from fexgan.pairs import PairSampler
+from fexgan.data import ImageSet, PairSampler, held_out_identities
 from fexgan.errors import UserError, warn
 from fexgan.solver import Nets, load_weights
 

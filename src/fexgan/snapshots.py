@@ -10,10 +10,9 @@ import torch.nn.functional as F
 
 from fexgan.checkpoint import LoadedModel
 from fexgan.config import TrainConfig
-from fexgan.data import ImageSet, one_per_identity, to_model_input, to_pil, to_uint8
+from fexgan.data import ImageSet, PairSampler, one_per_identity, to_model_input, to_pil, to_uint8
 from fexgan.metrics.groundtruth import compare, has_ground_truth, render_truth
 from fexgan.models import Generator
-from fexgan.pairs import PairSampler
 from fexgan.solver import make_batch
 from fexgan.visuals import image_grid
 
@@ -83,7 +82,7 @@ def validation_batch(data: ImageSet, indices: torch.Tensor, cfg: TrainConfig, de
                      size: int = 64) -> dict[str, torch.Tensor]:
     """A fixed batch of held-out pairs, unaugmented: the same at every checkpoint of every run with this
     seed; on toon data with the renderer's true transfers (`truth`)."""
-    pairs = PairSampler(data, indices, min(size, len(indices)), seed=cfg.seed, aligned=False).next_batch()
+    pairs = PairSampler(data, indices, min(size, len(indices)), seed=cfg.seed).next_batch()
     plain = dataclasses.replace(cfg, augment_shift=0.0, augment_scale=0.0, target_jitter=0.0)
     batch = make_batch(data, data.images, *pairs, plain, torch.Generator(), device)
     if has_ground_truth(cfg.data):

@@ -1,7 +1,7 @@
 """Ground truth on toon faces: the renderer draws the true target of any transfer.
 
 A toon dataset image named "<char>/<expr>/<n>" was rendered from (character, expression,
-`toon.variation_for(0, char, expr, n, jitter, paired)`). Its true transfer to another affect (mixed ones included)
+`toon.variation_for(0, char, expr, n, jitter)`). Its true transfer to another affect (mixed ones included)
 is the same character with the same variation and the target affect, composited by
 `fexgan.data.prepare_image` exactly like the training images. Generated images are compared with it
 by L1 (pixels in [-1, 1], as the training loss), PSNR and SSIM (pixels in [0, 1]), and by a sharpness
@@ -30,7 +30,7 @@ def render_truth(data: ImageSet, data_spec: str, indices: torch.Tensor, affects:
     (N, classes)."""
     from fexgan import toon
 
-    _, _, jitter, paired = toon_options(parse_source(data_spec)[1])
+    jitter = toon_options(parse_source(data_spec)[1])[2]
     size = int(data.images.shape[-1])
     characters = toon.make_characters(len(data.identities), seed=TOON_SEED)
     by_name = {c.name: (i, c) for i, c in enumerate(characters)}
@@ -38,7 +38,7 @@ def render_truth(data: ImageSet, data_spec: str, indices: torch.Tensor, affects:
     for row, (i, affect) in enumerate(zip(indices.tolist(), affects.double().numpy())):
         char, expr, n = data.names[i].split("/")
         char_idx, character = by_name[char]
-        variation = toon.variation_for(TOON_SEED, char_idx, data.classes.index(expr), int(n), jitter, paired)
+        variation = toon.variation_for(TOON_SEED, char_idx, data.classes.index(expr), int(n), jitter)
         out[row] = prepare_image(toon.render_face(character, affect, variation, size), size, background)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 

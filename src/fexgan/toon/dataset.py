@@ -38,13 +38,13 @@ class ToonArrays:
 Job = tuple[int, int, int]  # (character index, expression index, n from 1)
 
 
-def _render_jobs(chars: list[Character], jobs: list[Job], seed: int, size: int, jitter: bool, paired: bool,
+def _render_jobs(chars: list[Character], jobs: list[Job], seed: int, size: int, jitter: bool,
                  out: Path | None) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
     """Render a chunk of dataset images (in a worker): save them under ``out``, or return them."""
     images, records = [], []
     for ci, ei, n in jobs:
         ch, expr = chars[ci], EXPRESSIONS[ei]
-        v = variation_for(seed, ci, ei, n, jitter, paired)
+        v = variation_for(seed, ci, ei, n, jitter)
         img = _render(ch, _POINTS[ei], v, size)
         rec: dict[str, Any] = {
             "character": ch.name, "expression": expr, "n": n,
@@ -69,8 +69,8 @@ def _default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _run(chars: list[Character], per_class: int, seed: int, size: int, jitter: bool, paired: bool,
-         workers: int | None, progress: bool, out: Path | None) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+def _run(chars: list[Character], per_class: int, seed: int, size: int, jitter: bool, workers: int | None,
+         progress: bool, out: Path | None) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     """Render every (character, expression, n), in order, on ``workers`` processes."""
     jobs = [(ci, ei, n) for ci in range(len(chars)) for ei in range(len(EXPRESSIONS))
             for n in range(1, per_class + 1)]
@@ -92,7 +92,7 @@ def _run(chars: list[Character], per_class: int, seed: int, size: int, jitter: b
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         n = len(chunks)
-        args = ([chars] * n, chunks, [seed] * n, [size] * n, [jitter] * n, [paired] * n, [out] * n)
+        args = ([chars] * n, chunks, [seed] * n, [size] * n, [jitter] * n, [out] * n)
         results = pool.map(_render_jobs, *args) if pool else map(_render_jobs, *args)
         for chunk, (imgs, recs) in zip(chunks, results):
             if imgs is not None:
@@ -117,13 +117,12 @@ def _check_dataset_args(per_class: int, size: int, characters: int, workers: int
 
 
 def render_arrays(per_class: int = 200, size: int = 128, characters: int = 6, seed: int = 0,
-                  workers: int | None = None, progress: bool = False, jitter: bool = False,
-                  paired: bool = False) -> ToonArrays:
+                  workers: int | None = None, progress: bool = False, jitter: bool = False) -> ToonArrays:
     """Render the dataset into memory: ``per_class`` images per (character, expression); ``jitter``
-    as in ``sample_variation``, ``paired`` as in ``variation_for``."""
+    as in ``sample_variation``."""
     _check_dataset_args(per_class, size, characters, workers)
     chars = make_characters(characters, seed)
-    images, records = _run(chars, per_class, seed, size, jitter, paired, workers, progress, None)
+    images, records = _run(chars, per_class, seed, size, jitter, workers, progress, None)
     names = [c.name for c in chars]
     return ToonArrays(
         images=np.concatenate(images),
@@ -134,7 +133,7 @@ def render_arrays(per_class: int = 200, size: int = 128, characters: int = 6, se
 
 def render_dataset(out: Path, per_class: int = 200, size: int = 128, characters: int = 6,
                    seed: int = 0, workers: int | None = None, progress: bool = True,
-                   jitter: bool = False, paired: bool = False) -> Path:
+                   jitter: bool = False) -> Path:
     """Write the dataset in FERG-DB's layout plus ``manifest.json``; returns the manifest path.
 
     Layout: ``<out>/<char>/<char>_<expr>/<char>_<expr>_<n>.png`` with n from 1. The manifest
@@ -152,10 +151,9 @@ def render_dataset(out: Path, per_class: int = 200, size: int = 128, characters:
             raise PermissionError(13, "permission denied")
     except OSError as err:
         raise UserError(f"cannot write to output folder {out}: {err.strerror or err}") from None
-    _, records = _run(chars, per_class, seed, size, jitter, paired, workers, progress, out)
+    _, records = _run(chars, per_class, seed, size, jitter, workers, progress, out)
     header = {"dataset": "fexgan-toon", "version": 1, "renderer_version": RENDERER_VERSION, "size": size,
-              "per_class": per_class, "seed": seed, "camera": "jitter" if jitter else "fixed",
-              "moments": "paired" if paired else "per image", "expressions": list(EXPRESSIONS), "characters": [c.name for c in chars],
+              "per_class": per_class, "seed": seed, "camera": "jitter" if jitter else "fixed", "expressions": list(EXPRESSIONS), "characters": [c.name for c in chars],
               "character_styles": [asdict(c) for c in chars]}
     text = json.dumps(header)[:-1] + ',\n"images": [\n' \
         + ",\n".join(json.dumps(r) for r in records) + "\n]}\n"

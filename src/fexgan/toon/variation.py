@@ -45,11 +45,7 @@ def sample_variation(rng: np.random.Generator, jitter: bool = False) -> Variatio
     return Variation(*(round(float(v), 4) for v in values))
 
 
-def variation_for(seed: int, char_idx: int, expr_idx: int, n: int, jitter: bool = False,
-                  paired: bool = False) -> Variation:
+def variation_for(seed: int, char_idx: int, expr_idx: int, n: int, jitter: bool = False) -> Variation:
     """The variation of dataset image ``n`` (1-based, as in its file name) of one character and
-    expression; each image has its own generator, so rendering order does not matter. ``paired``:
-    one draw per (character, n), shared by every expression, so that image ``n`` of each expression
-    shows one moment (gaze, blink, intensity, pose) and each is the others' true transfer."""
-    key = [seed, char_idx, n] if paired else [seed, char_idx, expr_idx, n]
-    return sample_variation(np.random.default_rng(key), jitter)
+    expression; each image has its own generator, so rendering order does not matter."""
+    return sample_variation(np.random.default_rng([seed, char_idx, expr_idx, n]), jitter)
