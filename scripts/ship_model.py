@@ -33,10 +33,8 @@ from fexgan.metrics.judge import get_judge
 DESCRIPTION = ("The `{preset}` preset ({size} px, width {width}, latent {latent}) trained on {data}. Turns a face "
                "like those on a plain background to any of the 7 expressions or a mix of them.")
 TOON = "the built-in toon faces (6 characters x 7 expressions x 200 images, fixed camera and light)"
-TOON_MANY = ("{train} of the built-in toon characters x 7 expressions x {per_class} images (fixed camera and light{pairs}; "
+TOON_MANY = ("{train} of the built-in toon characters x 7 expressions x {per_class} images (fixed camera and light; "
              "the last {held} of `{spec}` held out of training for the zero-shot test)")
-PAIRED = ("; image n of a character shows one moment in every expression, and each source's L1 target is its own "
-          "moment: the exact true transfer")
 
 
 def cast_check(fp32: Path, fp16: Path, config: dict, n: int = 500) -> dict:
@@ -117,8 +115,7 @@ def describe_data(config: dict) -> str:
     parts = config["data"].split(":")
     if parts[0] == "toon" and len(parts) >= 3 and config.get("held_out"):
         chars, held = int(parts[2]), config["held_out"]
-        return TOON_MANY.format(train=chars - held, per_class=parts[1], held=held, spec=config["data"],
-                                pairs=PAIRED if parts[-1] == "paired" else "")
+        return TOON_MANY.format(train=chars - held, per_class=parts[1], held=held, spec=config["data"])
     return f"`{config['data']}`"
 
 

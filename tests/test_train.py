@@ -21,7 +21,8 @@ from fexgan.errors import UserError
 from fexgan.runs import prepare_run
 from fexgan.snapshots import sample_sources, write_sample_grid
 from fexgan.devices import bf16_support
-from fexgan.solver import autocast_for, build_nets, ema_decay_at, make_batch, precision, train_step
+from fexgan.solver import (autocast_for, build_nets, discriminator_view, ema_decay_at, make_batch, precision,
+                           train_step)
 from fexgan.train import train
 
 from conftest import losses, same_tensors
@@ -182,6 +183,33 @@ def test_every_logged_loss_is_recomputed_from_the_networks_and_the_right_labels(
                        + cfg.gamma * want["rec"])
     for key, value in want.items():
         torch.testing.assert_close(logged[key], value.float(), rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_with_d_augment_the_discriminator_judges_shifted_degraded_views_of_reals_and_fakes(step_setup: tuple) -> None:
+    """DiffAugment: every image the discriminator sees, real or fake, is a random view of it (shift,
+    zoom, blur or noise), differentiable so that the generator's terms reach it through the view; the
+    logged losses are those of the views, drawn in the step's order (fake, then real)."""
+    _, _, nets, batch = step_setup
+    cfg = build_config("tiny", overrides=["d_augment=true"])
+    assert discriminator_view(batch["source"], build_config("tiny")) is batch["source"]
+    image = batch["source"].clone().requires_grad_(True)
+    view = discriminator_view(image, cfg)
+    view.sum().backward()
+    assert view.shape == image.shape and not torch.allclose(view, image, atol=0.05) and image.grad.abs().sum() > 0
+    _freeze_learning_rate(nets)
+    torch.manual_seed(7)
+    logged = train_step(nets, batch, cfg, 1.0, NO_AUTOCAST)
+    torch.manual_seed(7)
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        fake = nets.G(batch["source"], batch["source_affect"], batch["target_affect"])[0]
+        seen_fake = discriminator_view(fake, cfg)
+        _, real_cls = nets.D(discriminator_view(batch["source"], cfg))
+        _, fake_cls = nets.D(seen_fake)
+        _, plain_cls = nets.D(batch["source"])
+    torch.testing.assert_close(logged["d_cls_real"], ce(real_cls, batch["source_class"]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logged["g_cls"], ce(fake_cls, batch["target_class"]), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(logged["d_cls_real"], ce(plain_cls, batch["source_class"]))
 
 
 def test_without_kl_and_l1_the_adversarial_and_class_terms_still_train_the_generator(step_setup: tuple) -> None:

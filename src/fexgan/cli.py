@@ -153,7 +153,7 @@ def data_render(
     out: Path = typer.Option(..., help="folder for <char>/<char>_<expression>/<char>_<expression>_<n>.png + manifest.json"),
     per_class: int = typer.Option(200, help="images per character and expression"),
     size: int = typer.Option(128, help="image size in pixels, 32..256"),
-    characters: int = typer.Option(6, help="identities, 1..64 (the first 6 are hand-designed)"),
+    characters: int = typer.Option(6, help="identities, 1..256 (the first 6 are hand-designed)"),
     seed: int = typer.Option(0, help="random seed: the same arguments give byte-identical files"),
     workers: Optional[int] = typer.Option(None, help="worker processes (default: every core)"),
     jitter: bool = typer.Option(False, "--jitter", help="add head shift, zoom, rotation and lighting jitter "
@@ -171,7 +171,7 @@ def data_show(
     source: str = typer.Argument(..., help="a rendered folder (or FERG-DB), or 'toon' to draw from the renderer"),
     out: Path = typer.Option(..., help="PNG file to write"),
     size: int = typer.Option(128, help="face size in pixels for 'toon', 32..256"),
-    characters: int = typer.Option(6, help="identities for 'toon', 1..64"),
+    characters: int = typer.Option(6, help="identities for 'toon', 1..256"),
     seed: int = typer.Option(0, help="seed of the extra identities for 'toon'"),
 ) -> None:
     """Write a characters x expressions contact sheet."""

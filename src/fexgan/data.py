@@ -437,3 +437,16 @@ def augment(images: torch.Tensor, shift: float, scale: float, generator: torch.G
     theta[:, :, 2] = (2 * shift * r[:, 1:]).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def degrade(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+    """A generator's typical flaws, each on half of the batches: blur (down- and upsampling) and pixel
+    noise. The judge learns from degraded real images, so that it reads the expression rather than the
+    image quality (its verdicts on generated images then vary far less from one training seed to
+    another); with `d_augment` the discriminator sees every image so. Random numbers from `g` (CPU)."""
+    if torch.rand((), generator=g) < 0.5:
+        small = F.interpolate(x, scale_factor=0.4 + 0.5 * float(torch.rand((), generator=g)), mode="area")
+        x = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    if torch.rand((), generator=g) < 0.5:
+        x = x + 0.3 * float(torch.rand((), generator=g)) * torch.randn(x.shape, generator=g).to(x.device, x.dtype)
+    return x

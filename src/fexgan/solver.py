@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from fexgan import distributed as dist_
 from fexgan.checkpoint import LoadedModel, unwrap
 from fexgan.config import TrainConfig
-from fexgan.data import ImageSet, augment, to_model_input
+from fexgan.data import ImageSet, augment, degrade, to_model_input
 from fexgan.devices import bf16_support
 from fexgan.errors import UserError
 from fexgan.losses import design_terms, discriminator_loss, generator_loss
@@ -126,6 +126,14 @@ def check_finite(loss: torch.Tensor, module: torch.nn.Module, what: str, ctx: di
         raise Diverged(f"{what} loss or gradient")
 
 
+def discriminator_view(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """What the discriminator sees of a batch: with `d_augment`, a random shift and zoom, then blur or
+    noise on half the batches (`data.degrade`, the judge's training views), differentiably and alike for
+    reals and fakes (DiffAugment), so that its classifier cannot accept an expression by pixel detail the
+    way one trained on clean images to a loss of 1e-5 does; else the images themselves."""
+    return degrade(augment(images, 0.06, 0.05)) if cfg.d_augment else images
+
+
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alpha_binary: float,
                autocast: torch.autocast, ctx: dist_.Context | None = None, ema_decay: float = 0.0
                ) -> dict[str, torch.Tensor]:
@@ -137,8 +145,9 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
     nets.train()  # every step: a sample grid or validation in between leaves the plain training mode
     with autocast:
         fake, mu, log_sigma, parts = G(batch["source"], batch["source_affect"], batch["target_affect"])
-        real_logit, real_cls = D(batch["source"])
-        fake_logit, fake_cls = D(fake.detach())
+        seen_fake = discriminator_view(fake, cfg)
+        real_logit, real_cls = D(discriminator_view(batch["source"], cfg))
+        fake_logit, fake_cls = D(seen_fake.detach())
     d_losses = discriminator_loss(real_logit.float(), real_cls.float(), batch["source_class"], fake_logit.float(),
                                   fake_cls.float(), batch["target_class"], cfg.d_classify_fakes,
                                   batch.get("d_weight"))  # fp32, from raw logits
@@ -150,7 +159,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
     D.requires_grad_(False)  # the generator's pass through D needs no gradients for D's weights
     try:
         with autocast:  # ... and goes around D's DDP wrapper, so no gradient sync leaks into D
-            fake_logit, fake_cls = unwrap(D)(fake)
+            fake_logit, fake_cls = unwrap(D)(seen_fake)
         g_losses = generator_loss(fake_logit.float(), fake_cls.float(), batch["target_class"], mu.float(),
                                   log_sigma.float(), fake.float(), batch["target"], cfg.alpha, alpha_binary, cfg.beta,
                                   cfg.gamma)

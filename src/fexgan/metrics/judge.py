@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fexgan.checkpoint import save_tensors
-from fexgan.data import ImageSet, augment, cache_dir, load_source, parse_source, split_indices, to_model_input
+from fexgan.data import ImageSet, augment, cache_dir, degrade, load_source, parse_source, split_indices, to_model_input
 from fexgan.errors import UserError, warn
 from fexgan.expressions import EXPRESSIONS
 from fexgan.metrics.generated import batched
@@ -120,18 +120,6 @@ class Judge:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, F) features of the penultimate layer."""
         return batched(lambda x: self.net.features(self._input(x)), images)
-
-
-def degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """A generator's typical flaws on real images, each on half of the batches: blur (down- and
-    upsampling) and pixel noise. The judge then reads the expression rather than the image quality,
-    and its verdicts on generated images vary far less from one training seed to another."""
-    if torch.rand((), generator=g) < 0.5:
-        small = F.interpolate(x, scale_factor=0.4 + 0.5 * float(torch.rand((), generator=g)), mode="area")
-        x = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    if torch.rand((), generator=g) < 0.5:
-        x = x + 0.3 * float(torch.rand((), generator=g)) * torch.randn(x.shape, generator=g)
-    return x
 
 
 def train_judge(data: ImageSet, steps: int = 0, batch_size: int = 64, seed: int = 0,
