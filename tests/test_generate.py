@@ -410,7 +410,7 @@ def test_the_edit_design_knows_every_toon_face_and_not_other_styles() -> None:
     assert len(held_out) == 8
     toons = shipped.prepare([toon.render_face(c, "neutral", size=64) for c in chars[:6] + held_out])
     known = shipped.familiarity_tensor(toons, "neutral")
-    assert known["recognised"].min() > 0.95 and not known["far"].any()
+    assert known["recognised"].min() > generate.RECOGNISED + 0.1 and not known["far"].any()
     assert known["distance"].max() > shipped.far  # the redraw distance would call some of them far
     others = shipped.familiarity_tensor(shipped.prepare(other_styles(64)), "neutral")
-    assert others["recognised"].max() < generate.RECOGNISED and others["far"].all()
+    assert others["recognised"].max() < generate.RECOGNISED - 0.1 and others["far"].all()

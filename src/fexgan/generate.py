@@ -42,7 +42,7 @@ Affect = Union[str, Mapping[str, float], int, Sequence[float], torch.Tensor, np.
 
 BATCH = 64          # images per forward pass
 FAR = 0.12          # `distance_tensor` above this: a face unlike every character the model knows (uncalibrated)
-RECOGNISED = 0.9    # `recognised_tensor` below this: the model cannot draw expressions on the face
+RECOGNISED = 0.55   # `recognised_tensor` below this: the model cannot draw expressions on the face
 MAX_SAMPLES = 1024  # limits that keep a typo from asking for hours of work
 MAX_FRAMES = 1000
 
@@ -230,9 +230,10 @@ class FExGAN:
     def recognised_tensor(self, x: torch.Tensor, source: Affect | None = None) -> torch.Tensor:
         """How surely the model's own classifier reads its edits of each face (B,): the mean, over every
         expression, of the probability it gives the face edited to that expression of showing it.
-        toon-any-64: 1.00 on toon faces, seen or not; 0.67 on a face in another style, 0.77 on a grey
-        square, 0.17 on a smiley and 0.14 on noise: below `RECOGNISED` the model cannot draw expressions
-        on the face."""
+        toon-any-64 (its discriminator trained on views, `d_augment`): 0.72-1.00 on toon faces, seen or
+        not (the neutral, joy and sadness faces of all 256 characters); 0.15 on a face in another style,
+        0.39 on a grey square, 0.14 on a smiley and 0.27 on noise: below `RECOGNISED` the model cannot
+        draw expressions on the face."""
         x = x.to(self.device)
         src = self._source(x, source)
         n = len(self.classes)
