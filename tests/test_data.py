@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from fexgan import checkpoint, data
-from fexgan.data import PairSampler, augment, load_source, split_indices
+from fexgan.data import PairSampler, load_source, split_indices
+from fexgan.views import augment
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 

@@ -23,7 +23,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fexgan.errors import UserError, warn
@@ -420,33 +419,3 @@ class PairSampler:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.epoch, self.position, self.order = state["epoch"], state["position"], state["order"]
-
-
-def augment(images: torch.Tensor, shift: float, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random translation and zoom of a whole batch in one `grid_sample` (the paper's crop/jitter).
-
-    Border pixels are replicated, so the (plain) background extends naturally. Works on any device.
-    """
-    if shift <= 0 and scale <= 0:
-        return images
-    b = images.shape[0]
-    r = torch.rand(b, 3, generator=generator).to(images.device) * 2 - 1
-    zoom = 1.0 + scale * r[:, 0]
-    theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = (1.0 / zoom).to(images.dtype)
-    theta[:, :, 2] = (2 * shift * r[:, 1:]).to(images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def degrade(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-    """A generator's typical flaws, each on half of the batches: blur (down- and upsampling) and pixel
-    noise. The judge learns from degraded real images, so that it reads the expression rather than the
-    image quality (its verdicts on generated images then vary far less from one training seed to
-    another); with `d_augment` the discriminator sees every image so. Random numbers from `g` (CPU)."""
-    if torch.rand((), generator=g) < 0.5:
-        small = F.interpolate(x, scale_factor=0.4 + 0.5 * float(torch.rand((), generator=g)), mode="area")
-        x = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    if torch.rand((), generator=g) < 0.5:
-        x = x + 0.3 * float(torch.rand((), generator=g)) * torch.randn(x.shape, generator=g).to(x.device, x.dtype)
-    return x

@@ -13,11 +13,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from fexgan import distributed as dist_
 from fexgan.checkpoint import LoadedModel, unwrap
 from fexgan.config import TrainConfig
-from fexgan.data import ImageSet, augment, degrade, to_model_input
+from fexgan.data import ImageSet, to_model_input
 from fexgan.devices import bf16_support
 from fexgan.errors import UserError
 from fexgan.losses import design_terms, discriminator_loss, generator_loss
 from fexgan.models import Discriminator, Generator, build_discriminator, build_generator
+from fexgan.views import augment, random_view
 
 
 @dataclass
@@ -127,11 +128,11 @@ def check_finite(loss: torch.Tensor, module: torch.nn.Module, what: str, ctx: di
 
 
 def discriminator_view(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """What the discriminator sees of a batch: with `d_augment`, a random shift and zoom, then blur or
-    noise on half the batches (`data.degrade`, the judge's training views), differentiably and alike for
-    reals and fakes (DiffAugment), so that its classifier cannot accept an expression by pixel detail the
-    way one trained on clean images to a loss of 1e-5 does; else the images themselves."""
-    return degrade(augment(images, 0.06, 0.05)) if cfg.d_augment else images
+    """What the discriminator sees of a batch: with `d_augment`, a `data.random_view` (the judge's training
+    views: shift and zoom, blur or noise), differentiably and alike for reals and fakes (DiffAugment), so
+    that its classifier cannot accept an expression by pixel detail the way one trained on clean images to
+    a loss of 1e-5 does; else the images themselves."""
+    return random_view(images) if cfg.d_augment else images
 
 
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alpha_binary: float,

@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fexgan.checkpoint import save_tensors
-from fexgan.data import ImageSet, augment, cache_dir, degrade, load_source, parse_source, split_indices, to_model_input
+from fexgan.data import ImageSet, cache_dir, load_source, parse_source, split_indices, to_model_input
+from fexgan.views import random_view
 from fexgan.errors import UserError, warn
 from fexgan.expressions import EXPRESSIONS
 from fexgan.metrics.generated import batched
@@ -140,7 +141,7 @@ def train_judge(data: ImageSet, steps: int = 0, batch_size: int = 64, seed: int 
     net.train()
     for step in range(steps):
         idx = train_idx[torch.randint(len(train_idx), (batch_size,), generator=g)]
-        x = degrade(augment(to_model_input(data.images[idx]), shift=0.06, scale=0.05, generator=g), g).to(device)
+        x = random_view(to_model_input(data.images[idx]), g).to(device)
         expr_logits, id_logits = net(x)
         loss = F.cross_entropy(expr_logits, data.expression[idx].to(device)) + \
             F.cross_entropy(id_logits, data.identity[idx].to(device))
