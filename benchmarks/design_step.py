@@ -1,13 +1,14 @@
 """The edit design's cost against the paper design's at the same size and width, alternating in one run.
 
-    .venv/bin/python benchmarks/design_step.py --pairs 5              # the `any` preset (64 px, width 0.25)
-    .venv/bin/python benchmarks/design_step.py --pairs 5 --set amp=false
+    .venv/bin/python benchmarks/design_step.py --steps 80           # the `any` preset (64 px, width 0.25)
+    .venv/bin/python benchmarks/design_step.py --steps 80 --set amp=false
 
-1. A training step (`fexgan.solver.train_step`, as `fexgan train` runs it) of each design on the same
-   random batch, timed in turns (paper, edit, paper, ...) so that a busy machine slows both alike.
+1. Training steps (`fexgan.solver.train_step`, as `fexgan train` runs them, step numbers and all) of
+   each design on the same random batch, one of each in turn (paper, edit, paper, ...), so that this
+   shared machine's slow spells, which last from a few to hundreds of steps, fall on both alike.
 2. One 128 px transfer (`Generator.transfer` of one image, fp32, eval mode) of each design on one
    CPU thread, also in turns.
-Prints the medians, the ratios and the load average.
+Prints the lower quartile and the median of each and their ratios, and the load average.
 """
 from __future__ import annotations
 
@@ -35,22 +36,19 @@ def random_batch(cfg, generator: torch.Generator) -> dict[str, torch.Tensor]:
             "target_affect": F.one_hot(target_class, n).float()}
 
 
-def step_ms(preset: str, overrides: list[str], pairs: int, steps: int) -> dict[str, list[float]]:
+def step_ms(preset: str, overrides: list[str], steps: int) -> dict[str, list[float]]:
     rigs = {}
     for design in DESIGNS:
         cfg = build_config(preset, overrides=[f"model.generator={design}", "device=cpu", *overrides])
         rigs[design] = (cfg, build_nets(cfg, torch.device("cpu")), random_batch(cfg, torch.Generator().manual_seed(0)),
                         autocast_for(cfg, torch.device("cpu")))
-    for cfg, nets, batch, autocast in rigs.values():
-        for _ in range(3):  # warm-up
-            train_step(nets, batch, cfg, 1.0, autocast)
     times: dict[str, list[float]] = {d: [] for d in DESIGNS}
-    for _ in range(pairs):
+    for step in range(steps + 4):  # the first 4 warm up
         for design, (cfg, nets, batch, autocast) in rigs.items():
             start = time.perf_counter()
-            for _ in range(steps):
-                train_step(nets, batch, cfg, 1.0, autocast)
-            times[design].append((time.perf_counter() - start) / steps * 1000)
+            train_step(nets, batch, cfg, 1.0, autocast, step=step)
+            if step >= 4:
+                times[design].append((time.perf_counter() - start) * 1000)
     return times
 
 
@@ -77,15 +75,16 @@ def transfer_ms(preset: str, pairs: int, repeats: int = 20) -> dict[str, list[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="any")
-    parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=10, help="training steps per timing")
+    parser.add_argument("--steps", type=int, default=80, help="training steps of each design")
+    parser.add_argument("--pairs", type=int, default=7, help="timings of 20 transfers of each design")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    for what, times in (("training step", step_ms(args.preset, args.overrides, args.pairs, args.steps)),
+    for what, times in (("training step", step_ms(args.preset, args.overrides, args.steps)),
                         ("128 px transfer, 1 thread, fp32", transfer_ms(args.preset, args.pairs))):
-        med = {d: statistics.median(t) for d, t in times.items()}
-        print(f"{what}: " + ", ".join(f"{d} {m:.1f} ms" for d, m in med.items())
-              + f"; edit / paper = {med['edit'] / med['paper']:.2f}x")
+        q = {d: (statistics.quantiles(t, n=4)[0], statistics.median(t)) for d, t in times.items()}
+        print(f"{what}: " + ", ".join(f"{d} {lo:.1f} / {med:.1f} ms" for d, (lo, med) in q.items())
+              + f" (lower quartile / median); edit / paper = {q['edit'][0] / q['paper'][0]:.2f}x / "
+              f"{q['edit'][1] / q['paper'][1]:.2f}x")
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; preset {args.preset} {args.overrides}")
 
 

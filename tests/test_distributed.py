@@ -57,6 +57,18 @@ def test_loss_matches_single_process_over_the_same_global_batch(runs):
         assert abs(one[0][key] - two[0][key]) <= tolerance * abs(one[0][key]), (key, one[0][key], two[0][key])
 
 
+def test_the_edit_design_draws_alone_on_every_other_step_across_processes(tmp_path: Path) -> None:
+    """`alone_every=2`: the decoder's output layer goes unused on every other step, which DDP must allow;
+    the log has the design's terms on the steps that drew them, weighted twice."""
+    res = run_train(tmp_path / "edit", 2, "--steps", "4", "--set", "model.generator=edit", "--set", "alone_every=2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert read_metadata(tmp_path / "edit" / "model.safetensors")[1]["replicas_identical"] is True
+    records = losses(tmp_path / "edit")
+    assert ["alone_rec" in r for r in records] == [True, False, True, False]  # steps 0 and 2 of 0-3
+    for r in records[::2]:
+        assert r["design_total"] == pytest.approx(100 * 0.5 * 2 * r["alone_rec"], rel=1e-3)
+
+
 def test_only_rank_zero_writes(runs):
     run = runs[2]
     assert len(losses(run)) == 4  # one log line per step, not one per process

@@ -169,13 +169,15 @@ class Rig:
     sampler: PairSampler
     generator: torch.Generator
     autocast: torch.autocast
+    steps: int = 0  # steps taken, for the steps that differ (`alone_every`)
 
     def batch(self) -> dict[str, torch.Tensor]:
         return make_batch(self.data, self.images, *self.sampler.next_batch(), self.cfg, self.generator, self.device)
 
     def step(self, batch: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         batch = self.batch() if batch is None else batch
-        return train_step(self.nets, batch, self.cfg, self.cfg.alpha, self.autocast)
+        self.steps += 1
+        return train_step(self.nets, batch, self.cfg, self.cfg.alpha, self.autocast, step=self.steps - 1)
 
 
 def make_rig(cfg: TrainConfig, device: torch.device, data: ImageSet) -> Rig:

@@ -153,9 +153,10 @@ class Generator(nn.Module):
         """(mu, log_sigma) of the latent normal distribution of `image` showing `source_affect`."""
         return self.encoder(image, source_affect)
 
-    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None
+    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None, alone: bool = False
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(image, the design's parts for its losses); the paper's design has no parts."""
+        """(image, the design's parts for its losses: with `alone`, what the design's training needs drawn
+        besides the image); the paper's design has no parts."""
         return self.decoder(z, affect), {}
 
     def decode(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
@@ -173,11 +174,12 @@ class Generator(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(log_sigma) * eps
 
-    def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor
+    def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor, alone: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Training's pass: (generated image from a sampled latent, mu, log_sigma, the design's parts)."""
+        """Training's pass: (generated image from a sampled latent, mu, log_sigma, the design's parts, drawn
+        when `alone`)."""
         mu, log_sigma = self.encode(image, source)
-        fake, parts = self.draw(self.reparameterize(mu, log_sigma), target, image)
+        fake, parts = self.draw(self.reparameterize(mu, log_sigma), target, image, alone)
         return fake, mu, log_sigma, parts
 
 
@@ -225,7 +227,11 @@ class EditHead(nn.Module):
         nn.init.zeros_(self.change.weight)
 
     def forward(self, features: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        change = self.change(torch.cat([self.up(features), source.to(features.dtype)], dim=1))
+        # `change` over [up(features), source] as two convolutions, the same sum: the one over both would
+        # also compute the source's input gradient, which nothing needs (benchmarks/RESULTS.md, "Step cost").
+        up = self.up(features)
+        w, n = self.change.weight, up.shape[1]
+        change = F.conv2d(up, w[:, :n], self.change.bias, padding=1) + F.conv2d(source.to(up.dtype), w[:, n:], padding=1)
         return (source + change.to(source.dtype)).clamp(-1, 1)
 
 
@@ -235,7 +241,8 @@ class EditGenerator(Generator):
     features into a change of the source (out = source + change): the source's pixels pass through
     wherever the expression does not change them, so a character the model never saw keeps its
     identity. Drawing alone (no source: Fig. 4, `sample`) it is the paper's decoder, which training
-    keeps drawing whole faces by its own L1 on a quarter of every batch (`losses.design_terms`)."""
+    keeps drawing whole faces by its own L1 on a quarter of the batch (`losses.design_terms`), on every
+    `alone_every`-th step."""
 
     redraws = False
 
@@ -244,13 +251,13 @@ class EditGenerator(Generator):
         self.skips = SourceSkips(cfg)
         self.head = EditHead(cfg)
 
-    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None
+    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None, alone: bool = False
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if source is None:
             return self.decoder(z, affect), {}
         edited = self.head(self.decoder.features(z, affect, self.skips(source, affect)), source)
         parts = {}
-        if self.training:
+        if alone:
             quarter = max(1, len(z) // 4)
             parts["alone"] = self.decoder(z[:quarter], affect[:quarter])
         return edited, parts

@@ -85,7 +85,8 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
         if cfg.sync_batchnorm:
             G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
         ids = [device.index] if device.type == "cuda" else None
-        G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+        # Steps without the design's terms leave the decoder's output layer (the edit design's) unused.
+        G, D = DDP(G, device_ids=ids, find_unused_parameters=cfg.alone_every > 1), DDP(D, device_ids=ids)
     if cfg.compile:  # opt-in: compiling takes about a minute or more (docs/speed.md)
         G, D = torch.compile(G), torch.compile(D)
     fixed = [norm for part in ([unwrap(G)] if cfg.fixed_norms else frozen) for norm in part.modules()
@@ -136,16 +137,17 @@ def discriminator_view(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 
 
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alpha_binary: float,
-               autocast: torch.autocast, ctx: dist_.Context | None = None, ema_decay: float = 0.0
+               autocast: torch.autocast, ctx: dist_.Context | None = None, ema_decay: float = 0.0, step: int = 0
                ) -> dict[str, torch.Tensor]:
     """One discriminator update, then one generator update (eqs. 1-7) and its moving average (with
-    `ema_decay`). Returns detached losses. A non-finite loss or gradient raises `Diverged` instead of
+    `ema_decay`); the design's own terms on every `cfg.alone_every`-th `step`. Returns detached losses. A non-finite loss or gradient raises `Diverged` instead of
     being applied. The batch's `d_weight` (B,), when it has one, says which sources and their fakes the
     discriminator learns from (a fine-tune's: not the new character's, `fexgan.finetune`)."""
     G, D = nets.G, nets.D
     nets.train()  # every step: a sample grid or validation in between leaves the plain training mode
     with autocast:
-        fake, mu, log_sigma, parts = G(batch["source"], batch["source_affect"], batch["target_affect"])
+        fake, mu, log_sigma, parts = G(batch["source"], batch["source_affect"], batch["target_affect"],
+                                       alone=step % cfg.alone_every == 0)
         seen_fake = discriminator_view(fake, cfg)
         real_logit, real_cls = D(discriminator_view(batch["source"], cfg))
         fake_logit, fake_cls = D(seen_fake.detach())
@@ -164,7 +166,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         g_losses = generator_loss(fake_logit.float(), fake_cls.float(), batch["target_class"], mu.float(),
                                   log_sigma.float(), fake.float(), batch["target"], cfg.alpha, alpha_binary, cfg.beta,
                                   cfg.gamma)
-        design = design_terms(parts, batch["target"], cfg.gamma, cfg.alone_weight)
+        design = design_terms(parts, batch["target"], cfg.gamma, cfg.alone_weight * cfg.alone_every)
         if design:
             g_losses = {**g_losses, **design, "g_total": g_losses["g_total"] + design["design_total"]}
         nets.opt_g.zero_grad(set_to_none=True)

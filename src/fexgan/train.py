@@ -101,8 +101,9 @@ class Trainer:
         self.fixed = sample_sources(self.data, held_out)
         self.val_batch = validation_batch(self.data, held_out, cfg, self.device) if self.main else None
         self.start = time.time()
-        self.sums: dict[str, torch.Tensor] = {}
-        self.window_start, self.window_images, self.window_steps = self.start, 0, 0
+        self.sums: dict[str, torch.Tensor] = {}  # the log window's losses, summed, and the steps each came on
+        self.counts: dict[str, int] = {}
+        self.window_start, self.window_images = self.start, 0
         self.saved_step, self.rollbacks, self.psnr_info = self.step, 0, ""
         if self.step == 0:  # a fresh run: the state to roll back to before the first periodic checkpoint
             self.checkpoint()
@@ -178,12 +179,12 @@ class Trainer:
         if self.new_images is not None:
             batch["d_weight"] = (~self.new_images[src]).float().to(self.device)
         losses = self.tuner(train_step, self.nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, self.autocast,
-                            self.ctx, ema_decay_at(cfg, self.step))
-        for k, v in losses.items():
+                            self.ctx, ema_decay_at(cfg, self.step), self.step)
+        for k, v in losses.items():  # a design's terms come on some steps only (`alone_every`): counted apart
             self.sums[k] = self.sums.get(k, 0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.step += 1
         self.window_images += len(src) * self.ctx.world
-        self.window_steps += 1  # not step % log_every: a resumed run may start mid-window
 
     def log(self, late: bool) -> str:
         """Average the window's losses over steps (and processes), write a log record; returns the bar's text."""
@@ -192,7 +193,7 @@ class Trainer:
         record = {"step": self.step, "epoch": self.sampler.epoch, "time": round(self.elapsed_before + now - self.start, 2),
                   "images_per_s": round(self.window_images / max(now - self.window_start, 1e-9), 1),
                   "alpha_binary": cfg.alpha_late if late else cfg.alpha,
-                  **{k: round(float(v) / self.window_steps, 5) for k, v in sums.items()}, **self.new_val}
+                  **{k: round(float(v) / self.counts[k], 5) for k, v in sums.items()}, **self.new_val}
         self.new_val.clear()
         if self.main:
             self.log_file.write(json.dumps(record) + "\n")
@@ -202,7 +203,7 @@ class Trainer:
                     self.writer.add_scalar(k, v, self.step)
         if "val_psnr" in record:
             self.psnr_info = f" | val PSNR {record['val_psnr']:.1f} dB (copy {record['val_psnr_copy']:.1f})"
-        self.sums, self.window_start, self.window_images, self.window_steps = {}, now, 0, 0
+        self.sums, self.counts, self.window_start, self.window_images = {}, {}, now, 0
         return (f"D {record['d_total']:.3f} G {record['g_total']:.3f} L1 {record['rec']:.3f} "
                 f"{record['images_per_s']:.0f} img/s{self.psnr_info}")
 
@@ -249,7 +250,7 @@ class Trainer:
                  f"{cfg.lr * self.lr_scale:g} (rollback {self.rollbacks} of {cfg.max_rollbacks})")
             self.close_logs()
             self.log_file, self.writer = self.open_logs()
-        self.sums, self.window_start, self.window_images, self.window_steps = {}, time.time(), 0, 0
+        self.sums, self.counts, self.window_start, self.window_images = {}, {}, time.time(), 0
 
     def close_logs(self) -> None:
         if self.main:
