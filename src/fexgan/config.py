@@ -100,7 +100,7 @@ class TrainConfig:
     d_classify_fakes: bool = True    # D's classifier also learns fakes as their target (eqs. 6-7); false: reals only
     d_augment: bool = False          # D sees reals and fakes alike shifted, zoomed, blurred and noised (DiffAugment)
     alone_weight: float = 0.5        # edit design: weight of the L1 of the decoder's image drawn alone (times gamma)
-    alone_every: int = 1             # ... drawn alone on every n-th step, its weight times n: the same objective, 1/n the cost
+    alone_every: int = 1             # ... drawn alone on every n-th step, weighted n times: the same pull, 1/n the cost
     ema_decay: float = 0.999         # model files hold this moving average of the generator's weights (0: raw)
     target_jitter: float = 0.0       # std of normal noise added to the target affect vector (paper, Sec. 3.1)
     augment_shift: float = 0.06      # random translation as a fraction of the image size (source and L1 target alike)
@@ -199,7 +199,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # done (judge 0.64 on unseen characters after 11,760 steps, 0.81 after 5,700 without; docs/any-character.md).
     # D sees random views of every image (d_augment): on clean ones its classifier accepted faint expressions
     # (judge 0.957 on unseen characters; with the views 0.995 at the same PSNR; docs/any-character.md).
-    # The decoder draws alone (for Fig. 4) on every other step, with twice the weight: 0.08x of the paper's step less.
+    # The decoder draws alone (Fig. 4) on every other step, weighted twice: saves 0.08 of a paper-design step.
     "any": {"model": {"image_size": 64, "width": 0.25, "generator": "edit"}, "batch_size": 32, "epochs": 14,
             "data": "toon:20:256", "held_out": 8, "d_classify_fakes": False, "d_augment": True, "alone_every": 2, "lr": 5e-4,
             "late_fraction": 0.2, "sample_every": 500, "checkpoint_every": 500, "augment_shift": 0.0,

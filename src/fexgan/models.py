@@ -231,7 +231,8 @@ class EditHead(nn.Module):
         # also compute the source's input gradient, which nothing needs (benchmarks/RESULTS.md, "Step cost").
         up = self.up(features)
         w, n = self.change.weight, up.shape[1]
-        change = F.conv2d(up, w[:, :n], self.change.bias, padding=1) + F.conv2d(source.to(up.dtype), w[:, n:], padding=1)
+        change = (F.conv2d(up, w[:, :n], self.change.bias, padding=1)
+                  + F.conv2d(source.to(up.dtype), w[:, n:], padding=1))
         return (source + change.to(source.dtype)).clamp(-1, 1)
 
 

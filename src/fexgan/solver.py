@@ -140,9 +140,10 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
                autocast: torch.autocast, ctx: dist_.Context | None = None, ema_decay: float = 0.0, step: int = 0
                ) -> dict[str, torch.Tensor]:
     """One discriminator update, then one generator update (eqs. 1-7) and its moving average (with
-    `ema_decay`); the design's own terms on every `cfg.alone_every`-th `step`. Returns detached losses. A non-finite loss or gradient raises `Diverged` instead of
-    being applied. The batch's `d_weight` (B,), when it has one, says which sources and their fakes the
-    discriminator learns from (a fine-tune's: not the new character's, `fexgan.finetune`)."""
+    `ema_decay`); the design's own terms on every `cfg.alone_every`-th `step`. Returns detached losses.
+    A non-finite loss or gradient raises `Diverged` instead of being applied. The batch's `d_weight`
+    (B,), when it has one, says which sources and their fakes the discriminator learns from (a
+    fine-tune's: not the new character's, `fexgan.finetune`)."""
     G, D = nets.G, nets.D
     nets.train()  # every step: a sample grid or validation in between leaves the plain training mode
     with autocast:
