@@ -28,7 +28,7 @@ FEXGAN = Path(sys.executable).parent / "fexgan"
 
 @pytest.fixture(scope="module")
 def api(tiny_model: Path, start_server) -> httpx.Client:
-    url = start_server(tiny_model, "--max-upload-mb", "1", "--max-pixels", "1000000")
+    url = start_server(tiny_model, "--max-upload-mb", "1", "--max-pixels", "1")
     with httpx.Client(base_url=url, timeout=60) as client:
         yield client
 
@@ -69,7 +69,8 @@ def test_info_describes_the_model_and_the_limits(api: httpx.Client, tiny_model: 
     assert info["config"]["image_size"] == SIZE and info["parameters"]["generator"] > 0
     assert info["summary"]["steps"] == 200 and info["summary"]["data"] == "toon:4"
     assert info["characters"] == list(toon.DEFAULT_CHARACTERS)
-    assert info["limits"]["max_upload_bytes"] == 2**20 and info["limits"]["max_pixels"] == 1_000_000
+    assert info["limits"]["max_upload_bytes"] == 2**20 and info["limits"]["max_pixels"] == 2**20
+    assert info["file"] == "model.safetensors" and info["pending"] == 0  # a name, never a server folder
     assert len(api.get("/api").json()["endpoints"]) == 6
 
 
@@ -209,6 +210,13 @@ BAD_REQUESTS = {
     "unknown matte": ("/api/mix", {"character": "ada", "affect": "joy", "matte": "green"}, None, 400, ["green", "key"]),
     "negative weight": ("/api/mix", {"character": "ada", "affect": "joy=-1"}, None, 400, ["negative"]),
     "bare list": ("/api/transfer", {"character": "ada", "to": "joy,anger"}, None, 400, ["without weights"]),
+    "unknown source of a character": ("/api/transfer", {"character": "ada", "source": "smirk"}, None, 400, ["smirk"]),
+    "image and character": ("/api/transfer", {"character": "ada"}, "face", 400, ["not both"]),
+    "weight not a number": ("/api/mix", {"character": "ada", "affect": "joy=nan"}, None, 400, ["not a number"]),
+    "weight given twice": ("/api/mix", {"character": "ada", "affect": "joy=0.5,joy=0.5"}, None, 400, ["twice"]),
+    "seed too large": ("/api/sample", {"seed": str(10**23)}, None, 400, ["seed", "9223372036854775807"]),
+    "negative seed": ("/api/sample", {"seed": -1}, None, 400, ["seed"]),
+    "a line of pixels": ("/api/transfer", {}, "10000x1", 400, ["10000x1"]),
     "unknown endpoint": ("/api/smile", {"character": "ada"}, None, 404, ["/api/smile"]),
 }
 
@@ -218,7 +226,8 @@ def test_bad_input_is_a_4xx_json_error_and_the_server_keeps_serving(api: httpx.C
     endpoint, fields, upload, status, words = BAD_REQUESTS[case]
     if isinstance(upload, str):
         upload = {"face": face, "truncated": face[: len(face) // 2], "bomb": header_only_png(100_000, 100_000),
-                  "1500x1500": png_bytes(Image.new("L", (1500, 1500)))}[upload]
+                  "1500x1500": png_bytes(Image.new("L", (1500, 1500))),
+                  "10000x1": png_bytes(Image.new("L", (10000, 1)))}[upload]
     files = {"image": ("upload.png", upload, "image/png")} if upload is not None else None
     response = api.post(endpoint, data=fields, files=files)
     assert response.status_code == status, response.text
@@ -256,32 +265,58 @@ def test_many_clients_at_once_are_all_served(api: httpx.Client, face: bytes) -> 
         assert list(pool.map(call, range(16))) == [200] * 16
 
 
-def test_the_gate_bounds_running_and_waiting_calls() -> None:
-    from fexgan.serve import Gate, RequestError
+def test_the_gate_bounds_running_and_waiting_calls_and_their_pixels() -> None:
+    from fexgan.serve import Gate, Limits, RequestError
 
-    gate, inside, release = Gate(workers=1, max_waiting=1), threading.Event(), threading.Event()
+    gate = Gate(Limits(workers=1, max_waiting=1, max_work_pixels=100, max_queued_pixels=150))
+    inside, release = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        with gate():
+    def hold(pixels: int) -> None:
+        with gate(pixels):
             inside.set()
             release.wait(10)
 
-    first, second = threading.Thread(target=hold), threading.Thread(target=hold)
+    def refused(pixels: int) -> RequestError:
+        with pytest.raises(RequestError) as err:
+            with gate(pixels):
+                pass
+        return err.value
+
+    assert refused(101).status == 413 and "megapixels of work" in str(refused(101))  # too much alone
+    first, second = threading.Thread(target=hold, args=(100,)), threading.Thread(target=hold, args=(40,))
     first.start()
     assert inside.wait(10)
+    assert refused(60).status == 429  # 100 + 60 would pass the 150 in line
     inside.clear()
     second.start()
     while gate.pending < 2:  # until the second call waits in line
         time.sleep(0.01)
-    with pytest.raises(RequestError) as refused:
-        with gate():
-            pass
-    assert refused.value.status == 503 and "busy" in str(refused.value)
+    assert gate.queued == 140
+    busy = refused(1)  # the line is full
+    assert busy.status == 429 and "busy" in str(busy)
     release.set()
     first.join(10)
     second.join(10)
-    with gate():  # free again
+    assert gate.pending == gate.queued == 0
+    with gate(100):  # free again
         pass
+
+
+def test_model_calls_outside_a_job_are_refused(tiny_model: Path) -> None:
+    """The engine's operations run only inside the gate, so no caller can skip it."""
+    import torch
+
+    from fexgan.checkpoint import load_model
+    from fexgan.generate import FExGAN
+    from fexgan.serve import Engine, Request
+
+    engine = Engine(FExGAN(load_model(tiny_model, "cpu"), torch.device("cpu"), tiny_model))
+    with pytest.raises(RuntimeError, match="inside"):
+        engine.sample("joy", 1, 0)
+    with engine.job(Request(character="ada")) as face:
+        assert engine.sample("joy", 1, 0)[0].size == (SIZE, SIZE)
+    with pytest.raises(RuntimeError, match="inside"):
+        engine.transfer(face, "joy")
 
 
 def test_command_errors_are_one_line(tmp_path: Path, api: httpx.Client, tiny_model: Path) -> None:
@@ -303,12 +338,12 @@ def test_a_generator_only_model_assumes_neutral_faces(tiny_model: Path, face: by
 
     from fexgan.checkpoint import load_model
     from fexgan.generate import FExGAN
-    from fexgan.serve import Engine, describe
+    from fexgan.serve import Engine, Request, describe
 
     engine = Engine(FExGAN(load_model(tiny_model, "cpu", discriminator=False), torch.device("cpu"), tiny_model))
-    upload = engine.upload(face)
-    assert upload.source == "neutral" and upload.probabilities is None
-    images, labels = engine.transfer(upload, "all")
+    with engine.job(Request(upload=face)) as upload:
+        assert upload.source == "neutral" and upload.probabilities is None
+        images, labels = engine.transfer(upload, "all")
     assert labels == list(EXPRESSIONS) and all(im.size == (SIZE, SIZE) for im in images)
     assert "discriminator" not in engine.info()["parameters"]
     assert "trained 200 steps" in describe(engine.info())

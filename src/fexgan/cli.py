@@ -215,17 +215,21 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on (the default is this machine only)"),
     port: int = typer.Option(7860, min=0, max=65535, help="port to listen on (0: any free port)"),
     max_upload_mb: float = typer.Option(10, help="largest image upload in MB"),
-    max_pixels: int = typer.Option(40_000_000, help="largest image upload in pixels (width x height)"),
-    workers: int = typer.Option(1, min=1, max=64, help="model calls at once (more are queued)"),
+    max_pixels: float = typer.Option(16, help="largest image upload in megapixels (width x height / 2^20)"),
+    max_work: float = typer.Option(32, help="most work of one request in megapixels: the upload's pixels + "
+                                   "outputs x side^2 (a 24-frame morph at 1024 px is 24)"),
+    max_queued: float = typer.Option(256, help="most work running and waiting in megapixels; more is refused (429)"),
+    workers: int = typer.Option(1, min=1, max=64, help="requests at once (more wait in line)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """A web demo (upload a face, expression sliders, morph GIFs) and an HTTP API on /api."""
     try:
-        from fexgan.serve import MB, Limits, serve as run_server
+        from fexgan.serve import MB, MPX, Limits, serve as run_server
     except ImportError as err:
         raise UserError(f"the web demo needs the serve extra ({err.name} is missing): pip install 'fexgan[serve]'") from None
 
-    limits = Limits(max_upload_bytes=int(max_upload_mb * MB), max_pixels=max_pixels, workers=workers)
+    limits = Limits(max_upload_bytes=int(max_upload_mb * MB), max_pixels=int(max_pixels * MPX),
+                    max_work_pixels=int(max_work * MPX), max_queued_pixels=int(max_queued * MPX), workers=workers)
     run_server(model, host, port, limits, device, log=lambda line: console.print(escape(line), highlight=False))
 
 

@@ -147,6 +147,8 @@ class TrainConfig:
         for key, low in at_least.items():
             if getattr(self, key) < low:
                 raise UserError(f"{key} must be at least {low}, got {getattr(self, key)}")
+        if self.seed > 2**63 - 1:
+            raise UserError(f"seed must be at most 2^63 - 1, got {self.seed}")
         for key in ("alpha", "alpha_late", "beta", "gamma", "target_jitter", "alone_weight"):
             if not 0 <= getattr(self, key) < float("inf"):
                 raise UserError(f"{key} must be a finite number >= 0, got {getattr(self, key)}")

@@ -34,13 +34,20 @@ def parse_affect(text: str, classes: Sequence[str] = EXPRESSIONS) -> torch.Tenso
     parts = [p for p in text.replace(" ", "").split(",") if p]
     if not parts:
         raise UserError("empty affect; write it like 'anger=0.5,sadness=0.5' or 'joy'")
+    given: set[int] = set()
     for part in parts:
         name, _, value = part.partition("=")
         try:
             weight = float(value) if value else 1.0
         except ValueError:
             raise UserError(f"affect weight '{value}' for '{name}' is not a number") from None
-        if not (-10.0 <= weight <= 10.0) or weight != weight:
-            raise UserError(f"affect weight {weight} for '{name}' is out of range [-10, 10]")
-        vec[expression_index(name, classes)] += weight
+        if weight != weight:
+            raise UserError(f"affect weight '{value}' for '{name}' is not a number")
+        if not -10.0 <= weight <= 10.0:
+            raise UserError(f"affect weight {weight:g} for '{name}' is out of range [-10, 10]")
+        index = expression_index(name, classes)
+        if index in given:
+            raise UserError(f"'{classes[index]}' is given twice in the affect '{text}'; give each expression once")
+        given.add(index)
+        vec[index] = weight
     return vec

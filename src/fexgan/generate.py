@@ -45,6 +45,8 @@ FAR = 0.12          # `distance_tensor` above this: a face unlike every characte
 RECOGNISED = 0.55   # `recognised_tensor` below this: the model cannot draw expressions on the face
 MAX_SAMPLES = 1024  # limits that keep a typo from asking for hours of work
 MAX_FRAMES = 1000
+MAX_SEED = 2**63 - 1
+MAX_OUTPUT_PIXELS = 128 * 2**20  # images x side^2 of one sample or morph call (about 12 bytes each at the peak)
 
 
 def affect_name(vector: torch.Tensor, classes: Sequence[str]) -> str:
@@ -65,6 +67,19 @@ def check_range(name: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise UserError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def check_output(count: int, side: int, what: str) -> None:
+    """Refuse `count` outputs of `side` px when they exceed MAX_OUTPUT_PIXELS (before any work)."""
+    pixels = count * side * side
+    if pixels > MAX_OUTPUT_PIXELS:
+        raise UserError(f"{count} {what} of {side} px are {pixels / 2**20:,.0f} megapixels; the limit is "
+                        f"{MAX_OUTPUT_PIXELS / 2**20:,.0f}: ask for fewer {what} or a smaller --size")
+
+
+def generator_of(seed: int) -> torch.Generator:
+    """A CPU generator seeded by `seed` (0 .. 2^63 - 1), so that a seed gives the same draw on any device."""
+    return torch.Generator().manual_seed(check_range("seed", seed, 0, MAX_SEED))
 
 
 class FExGAN:
@@ -195,7 +210,7 @@ class FExGAN:
         mu, log_sigma = torch.cat([p[0] for p in parts]).float(), torch.cat([p[1] for p in parts]).float()
         if not sample_latent:
             return mu
-        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        eps = torch.randn(mu.shape, generator=generator_of(seed)).to(self.device)
         return mu + log_sigma.exp() * eps
 
     @torch.inference_mode()
@@ -257,7 +272,7 @@ class FExGAN:
     def sample_tensor(self, expression: Affect = "joy", n: int = 16, seed: int = 0) -> torch.Tensor:
         """The decoder alone from z ~ N(0, I) (paper Fig. 4): (n, 3, S, S)."""
         check_range("the number of samples", n, 1, MAX_SAMPLES)
-        z = torch.randn(n, self.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+        z = torch.randn(n, self.config.latent_dim, generator=generator_of(seed))
         return self.decode_tensor(z, self.affect(expression)[None])
 
     def transfer_tensor(self, x: torch.Tensor, targets: torch.Tensor, source: Affect | None = None,
@@ -277,6 +292,9 @@ class FExGAN:
         check_matte(matte, has_input=False)
         check_size(size)
         vectors, _, several = self.targets(expression)
+        check_range("the number of samples", n, 1, MAX_SAMPLES)
+        check_output(n * len(vectors), size or self.config.image_size, "faces")
+        generator_of(seed)
         rows = [self._finish(self.sample_tensor(v, n, seed), None, matte, size) for v in vectors]
         return rows if several else rows[0]
 
@@ -327,6 +345,7 @@ class FExGAN:
         check_range("frames", frames, 2, MAX_FRAMES)
         check_matte(matte)
         check_size(size)
+        check_output(frames, size or self.config.image_size, "frames")
         if not path:
             raise UserError("a morph needs at least one expression in its path")
         keys = torch.stack([self.affect(p) for p in path])

@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI) at /api: answers PNG (a sprite sheet of one row, RGBA when the face is
-transparent), GIF/APNG/WebP, or JSON with base64 images; errors are JSON {"error": "..."}, 4xx for
-bad input and 503 when busy. `size` is the output side (default the model's); `matte` as in
+transparent), GIF/APNG/WebP, or JSON with base64 images; errors are JSON {"error": "..."}: 4xx for
+bad input, 413 for a request over the limits, 429 (with Retry-After) when the server is busy. `size` is the output side (default the model's); `matte` as in
 `fexgan.matte`. An upscaled answer says so in the X-Upscaled header (JSON: "upscaled").
 
     GET  /api/info       model name, file size, parameters, configuration, training summary, limits
@@ -24,7 +24,9 @@ from starlette.exceptions import HTTPException
 from fexgan.animation import (ANIMATIONS, MEDIA_TYPES, animation_bytes, check_fps, frame_count, png_bytes,
                               sprite_sheet)
 from fexgan.errors import UserError
-from fexgan.serve.engine import MB, Engine, Face, RequestError
+from fexgan.generate import generator_of
+from fexgan.matte import check_matte
+from fexgan.serve.engine import MB, Engine, Request, RequestError
 
 API_LINES = [line.strip() for line in __doc__.splitlines() if line.strip().startswith(("GET ", "POST "))]
 FORM_SLACK = 64 * 1024  # room for the form fields and multipart boundaries around an upload
@@ -108,11 +110,11 @@ class BodyLimit:
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """Every error as JSON {"error": "..."}: user mistakes 4xx (503 with Retry-After when busy)."""
+    """Every error as JSON {"error": "..."}: user mistakes 4xx (429 with Retry-After when busy)."""
     @app.exception_handler(UserError)
     async def user_error(request: Request, err: UserError) -> JSONResponse:
         status = getattr(err, "status", 400)
-        return JSONResponse({"error": str(err)}, status, headers={"Retry-After": "1"} if status == 503 else None)
+        return JSONResponse({"error": str(err)}, status, headers={"Retry-After": "1"} if status == 429 else None)
 
     @app.exception_handler(RequestValidationError)
     async def bad_fields(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -125,20 +127,15 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 def create_api(engine: Engine) -> FastAPI:
-    """The FastAPI app with the /api routes (the page is mounted on it by `create_app`)."""
+    """The FastAPI app with the /api routes (the page is mounted on it by `create_app`). Each request
+    is one `Engine.job`: checked, then decoded, drawn and encoded inside the gate."""
     app = FastAPI(title="fexgan", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     limit = engine.limits.max_upload_bytes
 
     add_error_handlers(app)
 
-    def face_of(image: UploadFile | None, character: str | None, source: str | None = None) -> Face:
-        """The face a request names: an uploaded image, or a toon character."""
-        if image is not None:
-            return engine.upload(image.file.read(limit + 1), source)
-        if character:
-            return engine.character(character)
-        raise RequestError(f"give an image file (field 'image') or a toon character (field 'character': "
-                           f"{', '.join(engine.characters)})")
+    def read(image: UploadFile | None) -> bytes | None:
+        return None if image is None else image.file.read(limit + 1)  # enough to tell that it is too large
 
     @app.get("/api")
     def index() -> dict:
@@ -154,28 +151,34 @@ def create_api(engine: Engine) -> FastAPI:
                  source: str | None = Form(None), size: int | None = Form(None), matte: str = Form("auto"),
                  format: str = Form("png")) -> Response:
         check_format(format, IMAGE_FORMATS)
-        upscaled = engine.check_size(size)
-        face = face_of(image, character, source)
-        images, labels = engine.transfer(face, to, size, matte)
-        return images_response(images, labels, format, face.source, upscaled)
+        check_matte(matte)
+        _, labels, _ = engine.model.targets(to)
+        with engine.job(Request(len(labels), size, read(image), character, source)) as face:
+            images, labels = engine.transfer(face, to, size, matte)
+            return images_response(images, labels, format, face.source, engine.check_size(size))
 
     @app.post("/api/mix")
     def mix(affect: str = Form(...), image: UploadFile | None = File(None), character: str | None = Form(None),
             source: str | None = Form(None), size: int | None = Form(None), matte: str = Form("auto"),
             format: str = Form("png")) -> Response:
         check_format(format, IMAGE_FORMATS)
+        check_matte(matte)
         engine.model.affect(affect)
-        upscaled = engine.check_size(size)
-        face = face_of(image, character, source)
-        return images_response([engine.mix(face, affect, size, matte)], [affect], format, face.source, upscaled)
+        with engine.job(Request(1, size, read(image), character, source)) as face:
+            return images_response([engine.mix(face, affect, size, matte)], [affect], format, face.source,
+                                   engine.check_size(size))
 
     @app.post("/api/sample")
     def sample(expression: str = Form("neutral"), n: int = Form(1), seed: int = Form(0), size: int | None = Form(None),
                matte: str = Form("none"), format: str = Form("png")) -> Response:
         check_format(format, IMAGE_FORMATS)
-        upscaled = engine.check_size(size)
-        images = engine.sample(expression, n, seed, size, matte)
-        return images_response(images, [f"{expression}_{i}" for i in range(n)], format, upscaled=upscaled)
+        check_matte(matte, has_input=False)
+        engine.model.affect(expression)
+        generator_of(seed)
+        with engine.job(Request(engine.check_samples(n), size), needs_face=False):
+            images = engine.sample(expression, n, seed, size, matte)
+            return images_response(images, [f"{expression}_{i}" for i in range(n)], format,
+                                   upscaled=engine.check_size(size))
 
     @app.post("/api/morph")
     def morph(image: UploadFile | None = File(None), character: str | None = Form(None),
@@ -185,18 +188,20 @@ def create_api(engine: Engine) -> FastAPI:
               format: str = Form("gif")) -> Response:
         check_format(format, (*ANIMATIONS, "json"))
         check_fps(fps)
-        upscaled = engine.check_size(size)
-        face = face_of(image, character, source)
-        return animation_response(engine.morph(face, [start, end], frames, loop, size, matte), format, fps,
-                                  face.source, upscaled)
+        check_matte(matte)
+        for name in (start, end):
+            engine.model.affect(name)
+        with engine.job(Request(engine.check_frames(frames), size, read(image), character, source)) as face:
+            clip = engine.morph(face, [start, end], frames, loop, size, matte)
+            return animation_response(clip, format, fps, face.source, engine.check_size(size))
 
     @app.post("/api/classify")
     def classify(image: UploadFile | None = File(None), character: str | None = Form(None)) -> dict:
-        face = face_of(image, character)
-        if face.probabilities is None:
+        if engine.model.discriminator is None:
             raise RequestError("this model file has no discriminator, so it cannot classify expressions")
-        return {"expression": face.source, "probabilities": face.probabilities, "distance": round(face.distance, 4),
-                "recognised": round(face.recognised, 4), "far": face.far}
+        with engine.job(Request(1, None, read(image), character)) as face:
+            return {"expression": face.source, "probabilities": face.probabilities,
+                    "distance": round(face.distance, 4), "recognised": round(face.recognised, 4), "far": face.far}
 
     @app.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def unknown(path: str) -> None:

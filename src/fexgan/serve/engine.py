@@ -1,8 +1,12 @@
 """The engine behind the page and the API: one loaded model, input checks and a gate.
 
-It checks an upload before decoding it (its bytes, then its pixel count from the header alone) and
-lets `workers` calls run at once with at most `max_waiting` more in line; past that it refuses
-(the API answers 503 and the page says the server is busy), so a crowd cannot pile up memory.
+Every request is one job: its arguments and its upload's header are checked first, then it takes a
+place at the gate, which lets `workers` jobs run at once and `max_waiting` more wait in line. A job
+costs the pixels it decodes and draws (the upload's width x height plus outputs x side^2, frames of a
+morph included); one over `max_work_pixels` is refused (413), and so is a job that would take the
+work running and waiting past `max_queued_pixels` or the line past `max_waiting` (429). Decoding,
+drawing and encoding the answer all happen inside the job, so the memory in use is bounded by
+`workers` jobs and the time a request waits by the work ahead of it.
 An upload is kept as decoded (alpha included), scaled down to `max_size` px when larger, so every
 call cuts the face out and sizes it as `FExGAN.transfer` does for a file.
 """
@@ -21,12 +25,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fexgan import toon
-from fexgan.data import open_image, prepare_image
+from fexgan.data import MIN_IMAGE_SIDE, open_image, prepare_image
 from fexgan.errors import UserError
 from fexgan.generate import FExGAN
 from fexgan.matte import MIN_SIZE, upscale_note
 
 MB = 2**20
+MPX = 2**20  # a megapixel, as the limits count them
 
 
 @dataclass(frozen=True)
@@ -34,12 +39,14 @@ class Limits:
     """What the server accepts and how much work it takes on at once."""
 
     max_upload_bytes: int = 10 * MB
-    max_pixels: int = 40_000_000  # width x height of an upload, checked before decoding
-    workers: int = 1              # model calls at once
-    max_waiting: int = 32         # calls waiting for a worker; more are refused (503)
-    max_frames: int = 96          # frames of one morph
-    max_samples: int = 16         # faces of one /api/sample
-    max_size: int = 1024          # side of an output in px (and of the kept copy of an upload)
+    max_pixels: int = 16 * MPX         # width x height of an upload, read from its header before decoding
+    max_work_pixels: int = 32 * MPX    # one job: the upload's pixels + outputs x side^2 (about 12 bytes each)
+    max_queued_pixels: int = 256 * MPX  # every job running or waiting, together
+    workers: int = 1                   # jobs at once
+    max_waiting: int = 32              # jobs waiting for a worker; more are refused (429)
+    max_frames: int = 96               # frames of one morph
+    max_samples: int = 16              # faces of one /api/sample
+    max_size: int = 1024               # side of an output in px (and of the kept copy of an upload)
 
 
 class RequestError(UserError):
@@ -69,42 +76,74 @@ class Face:
         return Image.fromarray(self.pixels)
 
 
-class Gate:
-    """At most `workers` model calls at once and `max_waiting` more waiting; the rest are refused."""
+@dataclass(frozen=True)
+class Request:
+    """What a request asks for, checked before it takes a place at the gate: the face (upload bytes or
+    a toon character; neither for the decoder alone), its source expression, and its outputs."""
 
-    def __init__(self, workers: int, max_waiting: int):
-        self.capacity = workers + max_waiting
-        self.pending = 0  # calls running or waiting
-        self._running = threading.Semaphore(workers)
+    outputs: int = 1
+    size: int | None = None
+    upload: bytes | None = None
+    character: str | None = None
+    source: str | None = None
+
+
+class Gate:
+    """At most `workers` jobs at once, `max_waiting` more waiting and `max_queued_pixels` of work in
+    all; a job over `max_work_pixels` alone is refused outright."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.pending = 0  # jobs running or waiting
+        self.queued = 0   # their pixels
+        self._running = threading.Semaphore(limits.workers)
         self._lock = threading.Lock()
+        self._inside = threading.local()
 
     @contextmanager
-    def __call__(self) -> Iterator[None]:
+    def __call__(self, pixels: int) -> Iterator[None]:
+        work, queued = self.limits.max_work_pixels, self.limits.max_queued_pixels
+        if pixels > work:
+            raise RequestError(f"this request is {pixels / MPX:.1f} megapixels of work (upload + outputs x side^2); "
+                               f"the limit is {work / MPX:g}: ask for fewer frames or faces, or a smaller size", 413)
         with self._lock:
-            if self.pending >= self.capacity:
-                raise RequestError("the server is busy (too many requests waiting); try again in a moment", 503)
+            if self.pending >= self.limits.workers + self.limits.max_waiting or self.queued + pixels > queued:
+                raise RequestError("the server is busy (too much work waiting); try again in a moment", 429)
             self.pending += 1
+            self.queued += pixels
         try:
             with self._running:
-                yield
+                self._inside.held = True
+                try:
+                    yield
+                finally:
+                    self._inside.held = False
         finally:
             with self._lock:
                 self.pending -= 1
+                self.queued -= pixels
+
+    def check_held(self) -> None:
+        """Fail (a programming error, not a user's) when the model is called outside a job."""
+        if not getattr(self._inside, "held", False):
+            raise RuntimeError("model calls of the server run inside `Engine.job`")
 
 
 class Engine:
-    """The loaded model behind the page and the API: input checks, the gate, the operations."""
+    """The loaded model behind the page and the API: input checks, the gate, the operations.
+    The operations (`face`, `transfer`, `mix`, `sample`, `morph`) run inside `job`."""
 
     def __init__(self, model: FExGAN, limits: Limits = Limits()):
         self.model, self.limits = model, limits
-        self.gate = Gate(limits.workers, limits.max_waiting)
+        self.gate = Gate(limits)
         self.characters = {c.name: c for c in toon.make_characters(len(toon.DEFAULT_CHARACTERS))}
         self.neutral = "neutral" if "neutral" in model.classes else model.classes[0]
         self._character_faces: dict[str, Image.Image] = {}
 
-    # ------------------------------------------------------------------------- faces
-    def check_upload(self, data: bytes) -> None:
-        """Refuse an upload that is too large, not an image, or too many pixels, before decoding it."""
+    # ------------------------------------------------------------------------- checks before a job
+    def check_upload(self, data: bytes) -> int:
+        """The pixel count of an upload, read from its header; refuse one that is too large, not an image,
+        too small or too many pixels, before decoding it."""
         limit = self.limits.max_upload_bytes
         if len(data) > limit:
             raise RequestError(f"the file is over the limit of {limit / MB:g} MB", 413)
@@ -118,47 +157,13 @@ class Engine:
         except Image.DecompressionBombError:
             w = h = None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise RequestError("the uploaded file is not an image (PNG, JPEG, WebP, BMP or GIF)", 415) from None
+            raise RequestError("the uploaded file is not an image (PNG, JPEG, WebP, BMP, GIF or TIFF)", 415) from None
         if w is None or w * h > self.limits.max_pixels:
-            size = f"is {w}x{h} px ({w * h / 1e6:.1f} megapixels)" if w else "has far too many pixels"
-            raise RequestError(f"the image {size}; the limit is {self.limits.max_pixels / 1e6:g} megapixels", 413)
-
-    def upload(self, data: bytes, source: str | None = None) -> Face:
-        """A face from uploaded bytes; its expression is `source` or, when None, the classifier's reading."""
-        self.check_upload(data)
-        if source is not None:
-            self.model.affect(source)  # a bad name fails before any work
-        with self.gate():
-            original = open_image(data)
-            if max(original.size) > self.limits.max_size:
-                original.thumbnail((self.limits.max_size,) * 2, Image.Resampling.LANCZOS)
-            return self._face(original, source)
-
-    def character(self, name: str) -> Face:
-        """The neutral face of a built-in toon character."""
-        key = name.strip().lower()
-        if key not in self.characters:
-            raise RequestError(f"unknown character '{name}'; choose one of: {', '.join(self.characters)}")
-        if key not in self._character_faces:
-            size = max(self.model.config.image_size, 128)
-            self._character_faces[key] = toon.render_face(self.characters[key], "neutral", size=size)
-        with self.gate():
-            return self._face(self._character_faces[key], self.neutral)
-
-    def random_face(self, seed: int) -> Face:
-        """A neutral face drawn by the decoder alone."""
-        with self.gate():
-            return self._face(self.model.sample(self.neutral, 1, seed)[0].convert("RGBA"), self.neutral)
-
-    def _face(self, original: Image.Image, source: str | None) -> Face:
-        """(Call inside the gate.) The face with the classifier's reading, when there is a classifier."""
-        pixels = prepare_image(original, self.model.config.image_size, self.model.config.background)
-        probabilities = self.model.classify(Image.fromarray(pixels)) if self.model.discriminator is not None else None
-        if source is None:
-            source = max(probabilities, key=probabilities.get) if probabilities else self.neutral
-        x = self.model.prepare(Image.fromarray(pixels))
-        known = {k: v[0].item() for k, v in self.model.familiarity_tensor(x, source).items()}
-        return Face(original, pixels, source, probabilities, known["distance"], known.get("recognised"), known["far"])
+            size = f"is {w}x{h} px ({w * h / MPX:.1f} megapixels)" if w else "has far too many pixels"
+            raise RequestError(f"the image {size}; the limit is {self.limits.max_pixels / MPX:g} megapixels", 413)
+        if min(w, h) < MIN_IMAGE_SIDE:
+            raise RequestError(f"the image is {w}x{h} px; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} is needed")
+        return w * h
 
     def check_size(self, size: int | None) -> str | None:
         """Refuse an output side over the limit; the line saying it is upscaled, when it is."""
@@ -168,58 +173,121 @@ class Engine:
             raise RequestError(f"size must be between {MIN_SIZE} and {self.limits.max_size} px, got {size}")
         return upscale_note(self.model.config.image_size, [size])
 
-    # ------------------------------------------------------------------------- operations
+    def check(self, request: Request, needs_face: bool = True) -> int:
+        """Check a request's face and sizes before any work; its cost in pixels."""
+        self.check_size(request.size)
+        upload = 0
+        if needs_face:
+            if request.source is not None:
+                self.model.affect(request.source)
+            if request.upload is not None and request.character:
+                raise RequestError("give an image or a toon character, not both")
+            if request.upload is not None:
+                upload = self.check_upload(request.upload)
+            elif request.character:
+                self._character_key(request.character)
+                if request.source is not None and request.source.strip().lower() != self.neutral:
+                    raise RequestError(f"a toon character's face is {self.neutral}; leave out source")
+            else:
+                raise RequestError(f"give an image file (field 'image') or a toon character (field 'character': "
+                                   f"{', '.join(self.characters)})")
+        side = request.size or self.model.config.image_size
+        return upload + request.outputs * side * side
+
+    @contextmanager
+    def job(self, request: Request, needs_face: bool = True) -> Iterator[Face | None]:
+        """Check the request, take a place at the gate, and (when it names one) open its face there."""
+        pixels = self.check(request, needs_face)
+        with self.gate(pixels):
+            yield self.face(request) if needs_face else None
+
+    # ------------------------------------------------------------------------- faces (inside a job)
+    def face(self, request: Request) -> Face:
+        """The face a checked request names: its upload, or a toon character's neutral face."""
+        self.gate.check_held()
+        if request.upload is not None:
+            original = open_image(request.upload)
+            if max(original.size) > self.limits.max_size:
+                original.thumbnail((self.limits.max_size,) * 2, Image.Resampling.LANCZOS)
+            return self._face(original, request.source)
+        key = self._character_key(request.character or "")
+        if key not in self._character_faces:
+            size = max(self.model.config.image_size, 128)
+            self._character_faces[key] = toon.render_face(self.characters[key], "neutral", size=size)
+        return self._face(self._character_faces[key], self.neutral)
+
+    def random_face(self, seed: int) -> Face:
+        """A neutral face drawn by the decoder alone."""
+        self.gate.check_held()
+        return self._face(self.model.sample(self.neutral, 1, seed)[0].convert("RGBA"), self.neutral)
+
+    def _character_key(self, name: str) -> str:
+        key = name.strip().lower()
+        if key not in self.characters:
+            raise RequestError(f"unknown character '{name}'; choose one of: {', '.join(self.characters)}")
+        return key
+
+    def _face(self, original: Image.Image, source: str | None) -> Face:
+        """The face with the classifier's reading, when there is a classifier."""
+        pixels = prepare_image(original, self.model.config.image_size, self.model.config.background)
+        probabilities = self.model.classify(Image.fromarray(pixels)) if self.model.discriminator is not None else None
+        if source is None:
+            source = max(probabilities, key=probabilities.get) if probabilities else self.neutral
+        x = self.model.prepare(Image.fromarray(pixels))
+        known = {k: v[0].item() for k, v in self.model.familiarity_tensor(x, source).items()}
+        return Face(original, pixels, source, probabilities, known["distance"], known.get("recognised"), known["far"])
+
+    # ------------------------------------------------------------------------- operations (inside a job)
     def transfer(self, face: Face, to: str = "all", size: int | None = None,
                  matte: str = "auto") -> tuple[list[Image.Image], list[str]]:
         """The face with another expression (or affect), or with each of them for 'all'."""
+        self.gate.check_held()
         vectors, labels, several = self.model.targets(to)
-        self.check_size(size)
-        with self.gate():
-            out = self.model.transfer(face.original, vectors if several else vectors[0], source=face.source,
-                                      size=size, matte=matte)
+        out = self.model.transfer(face.original, vectors if several else vectors[0], source=face.source,
+                                  size=size, matte=matte)
         return (out if several else [out]), labels
 
     def mix(self, face: Face, affect: str | dict[str, float], size: int | None = None,
             matte: str = "auto") -> Image.Image:
         """The face with any affect vector, e.g. 'anger=0.5,sadness=0.5'."""
-        vector = self.model.affect(affect)
-        self.check_size(size)
-        with self.gate():
-            return self.model.mix(face.original, vector, source=face.source, size=size, matte=matte)
+        self.gate.check_held()
+        return self.model.mix(face.original, self.model.affect(affect), source=face.source, size=size, matte=matte)
+
+    def check_samples(self, n: int) -> int:
+        if not 1 <= n <= self.limits.max_samples:
+            raise RequestError(f"n must be between 1 and {self.limits.max_samples}, got {n}")
+        return n
 
     def sample(self, expression: str, n: int, seed: int, size: int | None = None,
                matte: str = "none") -> list[Image.Image]:
         """n faces of one expression (or affect) drawn by the decoder alone."""
-        if not 1 <= n <= self.limits.max_samples:
-            raise RequestError(f"n must be between 1 and {self.limits.max_samples}, got {n}")
-        vector = self.model.affect(expression)
-        self.check_size(size)
-        with self.gate():
-            return self.model.sample(vector, n, seed, size, matte)
+        self.gate.check_held()
+        return self.model.sample(self.model.affect(expression), self.check_samples(n), seed, size, matte)
+
+    def check_frames(self, frames: int) -> int:
+        if not 2 <= frames <= self.limits.max_frames:
+            raise RequestError(f"frames must be between 2 and {self.limits.max_frames}, got {frames}")
+        return frames
 
     def morph(self, face: Face, path: Sequence[str], frames: int, loop: bool, size: int | None = None,
               matte: str = "auto") -> list[Image.Image]:
         """Frames moving the face through the expressions of `path`."""
-        if not 2 <= frames <= self.limits.max_frames:
-            raise RequestError(f"frames must be between 2 and {self.limits.max_frames}, got {frames}")
-        for p in path:
-            self.model.affect(p)
-        self.check_size(size)
-        with self.gate():
-            return self.model.morph(face.original, list(path), frames, loop, source=face.source, size=size,
-                                    matte=matte)
+        self.gate.check_held()
+        return self.model.morph(face.original, list(path), self.check_frames(frames), loop, source=face.source,
+                                size=size, matte=matte)
 
     # ------------------------------------------------------------------------- about the model
     def info(self) -> dict[str, Any]:
-        """Name, file, size, parameter counts, configuration, training summary, limits and the
-        model calls running or waiting right now."""
+        """Name, file name (never its folder), size, parameter counts, configuration, training summary,
+        limits, and the jobs running or waiting right now with their pixels."""
         m = self.model
         path = m.path or Path("model")
         name = path.parent.name if path.stem in ("model", "") else path.stem
         params = {"generator": sum(p.numel() for p in m.generator.parameters())}
         if m.discriminator is not None:
             params["discriminator"] = sum(p.numel() for p in m.discriminator.parameters())
-        return {"name": name, "file": str(path), "bytes": path.stat().st_size if path.is_file() else None,
+        return {"name": name, "file": path.name, "bytes": path.stat().st_size if path.is_file() else None,
                 "parameters": params, "config": m.config.to_dict(), "classes": list(m.classes),
                 "summary": m.summary, "characters": list(self.characters), "device": str(m.device),
-                "limits": asdict(self.limits), "pending": self.gate.pending}
+                "limits": asdict(self.limits), "pending": self.gate.pending,
+                "queued_megapixels": round(self.gate.queued / MPX, 3)}

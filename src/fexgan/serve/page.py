@@ -13,6 +13,8 @@ import json
 import os
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,7 @@ from fexgan.expressions import MIXED_PAIRS
 from fexgan.figures import figure_cells
 from fexgan.generate import RECOGNISED
 from fexgan.serve.api import b64
-from fexgan.serve.engine import MB, Engine, Face, RequestError
+from fexgan.serve.engine import MB, Engine, Face, Request, RequestError
 from fexgan.visuals import image_grid
 
 if TYPE_CHECKING:
@@ -93,11 +95,23 @@ def in_page(fn: Callable) -> Callable:
     return wrapped
 
 
-class Page:
-    """What the page does when a face, a slider or a button changes (the layout is `build_page`'s)."""
+def received(payload: dict, folder: Path, limit: int) -> bytes:
+    """The bytes of a file the page's upload route received: the path in `payload` must name a file in
+    `folder` (the server's own upload folder, symbolic links resolved); a client cannot name another."""
+    path = os.path.realpath(str(payload.get("path", "")))
+    inside = os.path.commonpath([path, os.path.realpath(folder)]) == os.path.realpath(folder)
+    if not inside or not os.path.isfile(path):
+        raise RequestError("this server did not receive that file; upload the image again")
+    with open(path, "rb") as f:
+        return f.read(limit + 1)  # enough to tell that a file is too large
 
-    def __init__(self, engine: Engine):
-        self.engine, self.classes = engine, engine.model.classes
+
+class Page:
+    """What the page does when a face, a slider or a button changes (the layout is `build_page`'s).
+    Each handler is one `Engine.job`, so the page and the API share the server's limits."""
+
+    def __init__(self, engine: Engine, uploads: Path):
+        self.engine, self.classes, self.uploads = engine, engine.model.classes, uploads
         self.sizes = size_choices(engine.model.config.image_size, engine.limits.max_size)
 
     def strip(self, face: Face) -> Image.Image:
@@ -105,51 +119,62 @@ class Page:
         return image_grid([figure_cells([face.image, *images])], col_labels=["input", *labels],
                           background=self.engine.model.config.background)
 
-    def mixed(self, face: Face | None, weights: Sequence[float]) -> Any:
-        if face is None:
-            return gradio().skip()
+    def mixed(self, face: Face, weights: Sequence[float]) -> Image.Image:
         return enlarge(self.engine.mix(face, dict(zip(self.classes, map(float, weights)))))
 
     def show(self, face: Face, weights: Sequence[float]) -> tuple:
         """Everything that changes with the face: state, classifier reading, strip, mix."""
         return face, face.probabilities, self.strip(face), self.mixed(face, weights)
 
+    def shown(self, request: Request, weights: Sequence[float]) -> tuple:
+        """The face of `request` and everything shown with it (the strip's faces and the mix: 8 outputs)."""
+        with self.engine.job(replace(request, outputs=len(self.classes) + 1)) as face:
+            return self.show(face, weights)
+
     @in_page
     def on_upload(self, payload: dict | None, *weights: float) -> tuple:
         if not payload or not payload.get("path"):
             return (gradio().skip(),) * 5
-        with open(payload["path"], "rb") as f:
-            data = f.read(self.engine.limits.max_upload_bytes + 1)  # enough to tell that a file is too large
-        face = self.engine.upload(data)
+        data = received(payload, self.uploads, self.engine.limits.max_upload_bytes)
+        shown = self.shown(Request(upload=data), weights)
+        face = shown[0]
         if face.far:
             unread = face.recognised is not None and face.recognised < RECOGNISED
             why = (f"its own classifier is {face.recognised:.0%} sure of its edits of it" if unread
                    else f"its decoder cannot redraw it: distance {face.distance:.2f}")
             gradio().Warning(f"This face is far from the characters the model knows ({why}): the expressions may "
                              f"look off. `fexgan finetune` adapts the model to a new character from one image.")
-        return (None, *self.show(face, weights))
+        return (None, *shown)
 
     @in_page
     def on_character(self, name: str, *weights: float) -> tuple:
-        face = self.engine.character(name)
-        return (enlarge(face.image), *self.show(face, weights))
+        shown = self.shown(Request(character=name), weights)
+        return (enlarge(shown[0].image), *shown)
 
     @in_page
     def on_random(self, *weights: float) -> tuple:
         seed = random.randrange(2**31)
-        face = self.engine.random_face(seed)
+        with self.engine.job(Request(len(self.classes) + 2), needs_face=False):
+            face = self.engine.random_face(seed)
+            shown = self.show(face, weights)
         gradio().Info(f"random face, seed {seed}")
-        return (enlarge(face.image), None, *self.show(face, weights))
+        return (enlarge(face.image), None, *shown)
+
+    def mix_job(self, face: Face | None, weights: Sequence[float]) -> Any:
+        if face is None:
+            return gradio().skip()
+        with self.engine.job(Request(1), needs_face=False):
+            return self.mixed(face, weights)
 
     @in_page
     def on_slider(self, face: Face | None, *weights: float) -> Any:
-        return self.mixed(face, weights)
+        return self.mix_job(face, weights)
 
     def preset(self, weights: dict[str, float]) -> Callable:
         @in_page
         def apply(face: Face | None) -> tuple:
             values = [weights.get(c, 0.0) for c in self.classes]
-            return (*values, self.mixed(face, values))
+            return (*values, self.mix_job(face, values))
         return apply
 
     @in_page
@@ -157,29 +182,33 @@ class Page:
         """A sprite sheet of every expression at the chosen size, with its layout JSON, to download."""
         if face is None:
             raise RequestError("choose a face first")
-        images, labels = self.engine.transfer(face, "all", self.sizes[size])
-        sheet, layout = sprite_sheet(images, labels, image_name="expressions_sheet.png", source=face.source)
-        data = png_bytes(sheet)
-        return (f'<img src="data:image/png;base64,{b64(data)}" alt="sprite sheet" class="sheet" />'
-                f'<p>{download(data, "image/png", "expressions_sheet.png")} · '
-                f'{download(json.dumps(layout, indent=1).encode(), "application/json", "expressions_sheet.json")}</p>')
+        with self.engine.job(Request(len(self.classes), self.sizes[size]), needs_face=False):
+            images, labels = self.engine.transfer(face, "all", self.sizes[size])
+            sheet, layout = sprite_sheet(images, labels, image_name="expressions_sheet.png", source=face.source)
+            data = png_bytes(sheet)
+            return (f'<img src="data:image/png;base64,{b64(data)}" alt="sprite sheet" class="sheet" />'
+                    f'<p>{download(data, "image/png", "expressions_sheet.png")} · '
+                    f'{download(json.dumps(layout, indent=1).encode(), "application/json", "expressions_sheet.json")}</p>')
 
     @in_page
     def on_morph(self, face: Face | None, start: str, end: str, frames: float, fps: float, loop: bool,
                  kind: str, size: str) -> str:
         if face is None:
             raise RequestError("choose a face first on the Expressions tab")
-        clip = self.engine.morph(face, [start, end], int(frames), loop, self.sizes[size])
-        data = animation_bytes(clip, kind, fps)
-        name = f"morph_{start}_{end}.{'png' if kind == 'apng' else kind}"
-        return (f'<img src="data:{MEDIA_TYPES[kind]};base64,{b64(data)}" alt="morph {start} to {end}" class="morph" />'
-                f'<p>{download(data, MEDIA_TYPES[kind], name)} ({len(clip)} frames)</p>')
+        count = self.engine.check_frames(int(frames))
+        with self.engine.job(Request(count, self.sizes[size]), needs_face=False):
+            clip = self.engine.morph(face, [start, end], count, loop, self.sizes[size])
+            data = animation_bytes(clip, kind, fps)
+            name = f"morph_{start}_{end}.{'png' if kind == 'apng' else kind}"
+            return (f'<img src="data:{MEDIA_TYPES[kind]};base64,{b64(data)}" alt="morph {start} to {end}" '
+                    f'class="morph" /><p>{download(data, MEDIA_TYPES[kind], name)} ({len(clip)} frames)</p>')
 
 
-def build_page(engine: Engine) -> gr.Blocks:
-    """The Gradio Blocks page; every model call runs in Gradio's queue and through the engine's gate."""
+def build_page(engine: Engine, uploads: Path) -> gr.Blocks:
+    """The Gradio Blocks page; every model call runs in Gradio's queue and through the engine's gate.
+    `uploads` is the folder Gradio's upload route writes to (the only files the page opens)."""
     gr = gradio()
-    classes, neutral, info, handlers = engine.model.classes, engine.neutral, engine.info(), Page(engine)
+    classes, neutral, info, handlers = engine.model.classes, engine.neutral, engine.info(), Page(engine, uploads)
     queued = {"concurrency_id": "model", "concurrency_limit": engine.limits.workers, "api_visibility": "private"}
     default_mix = {c: (1.0 if c == "joy" else 0.0) for c in classes}
     if "joy" not in classes:
@@ -228,7 +257,8 @@ def build_page(engine: Engine) -> gr.Blocks:
 
         shown = [face, reading, strip_image, mix_image]
         # preprocess=False: the upload arrives as Gradio's file record, so the engine checks and
-        # decodes the file itself (a clear message for non-images and huge images)
+        # decodes the file itself (a clear message for non-images and huge images); `received`
+        # opens it only from the server's upload folder
         upload.upload(handlers.on_upload, [upload, *sliders], [character, *shown], preprocess=False, **queued)
         character.input(handlers.on_character, [character, *sliders], [upload, *shown], **queued)
         page.load(handlers.on_character, [character, *sliders], [upload, *shown], **queued)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,15 +17,20 @@ from fexgan.errors import UserError, warn
 from fexgan.generate import FExGAN
 from fexgan.serve.api import create_api
 from fexgan.serve.engine import Engine, Limits
+from fexgan.serve.guard import FileGuard
 from fexgan.serve.page import CSS, build_page, gradio
 
 
-def create_app(engine: Engine) -> FastAPI:
-    """The API with the page mounted at /."""
+def create_app(engine: Engine, uploads: Path) -> FastAPI:
+    """The API with the page mounted at /. `uploads` (a folder of this server's own) is where Gradio
+    keeps what the page received and produced; its routes touch no file outside it (`FileGuard`)."""
+    os.environ["GRADIO_TEMP_DIR"] = str(uploads)  # read by Gradio's routes and components as they are built
     app = create_api(engine)
-    page = build_page(engine)
-    return gradio().mount_gradio_app(app, page, path="/", footer_links=[], run_history=False, show_error=True,
-                                     max_file_size=engine.limits.max_upload_bytes, css=CSS)
+    page = build_page(engine, uploads)
+    app = gradio().mount_gradio_app(app, page, path="/", footer_links=[], run_history=False, show_error=True,
+                                    max_file_size=engine.limits.max_upload_bytes, css=CSS)
+    app.add_middleware(FileGuard, folder=uploads)
+    return app
 
 
 # ----------------------------------------------------------------------------- the command
@@ -44,8 +50,10 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(),
           device: str = "auto", log: Callable[[str], None] = print) -> None:
     """Load the model and serve the page and the API until interrupted."""
-    if limits.max_upload_bytes < 1 or limits.max_pixels < 1 or limits.workers < 1:
-        raise UserError("--max-upload-mb, --max-pixels and --workers must be positive")
+    if min(limits.max_upload_bytes, limits.max_pixels, limits.max_work_pixels, limits.workers) < 1 \
+            or limits.max_queued_pixels < limits.max_work_pixels:
+        raise UserError("--max-upload-mb, --max-pixels, --max-work and --workers must be positive, and --max-queued "
+                        "at least --max-work")
     # Pillow's own guard (its error names no size) stays above ours, which names the size
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limits.max_pixels)
     if limits.workers > 1:  # parallel calls, not threads fighting inside each call
@@ -58,5 +66,6 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 7860, limits: 
     log(f"serving {engine.info()['name']} on http://{url_host}:{sock.getsockname()[1]} (Ctrl+C to stop)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         warn(f"{host} is reachable from other machines and the demo has no login")
-    config = uvicorn.Config(create_app(engine), log_level="warning", timeout_graceful_shutdown=3)
-    uvicorn.Server(config).run(sockets=[sock])
+    with tempfile.TemporaryDirectory(prefix="fexgan-serve-") as uploads:
+        config = uvicorn.Config(create_app(engine, Path(uploads)), log_level="warning", timeout_graceful_shutdown=3)
+        uvicorn.Server(config).run(sockets=[sock])
