@@ -236,6 +236,23 @@ def test_folders_for_mix_and_morph(tiny_model: Path, face: Path, tmp_path: Path)
     assert Image.open(tmp_path / "mo" / "ada_sheet.png").size == (3 * 32, 32)
 
 
+
+def test_a_rendered_tree_is_transferred_into_a_mirrored_tree(tiny_model: Path, face: Path, tmp_path: Path) -> None:
+    """Folders are searched at any depth (as `data render` lays faces out), GIF and TIFF included, and
+    the outputs take the same places below --out."""
+    tree = tmp_path / "faces"
+    for who, kind in (("ada", "png"), ("bo", "gif"), ("cleo", "tiff")):
+        (tree / who / "neutral").mkdir(parents=True)
+        Image.open(face).convert("RGB").save(tree / who / "neutral" / f"0000.{kind}")
+    (tree / ".cache").mkdir()
+    Image.open(face).save(tree / ".cache" / "hidden.png")  # hidden folders are not inputs
+    r = run("transfer", tiny_model, tree, "--to", "joy", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert written == ["ada/neutral/0000_joy.png", "bo/neutral/0000_joy.png", "cleo/neutral/0000_joy.png"]
+    r = run("transfer", tiny_model, tree / "bo" / "neutral" / "0000.gif", "--to", "joy", "--out", tmp_path / "one")
+    assert r.returncode == 0 and (tmp_path / "one" / "0000_joy.png").is_file(), r.stderr
+
 BAD = [
     (["transfer", "{model}", "{face}", "--to", "joy", "--out", "{tmp}/t5.png"], "looks like a file"),
     (["transfer", "{model}", "{face}", "--to", "joy,anger", "--out", "{tmp}/o"], "--to joy --to anger"),

@@ -99,10 +99,10 @@ def transfer(
     from fexgan.outputs import collect_images, folder_out, write_faces
 
     folder_out(out, "transfer")
-    files = collect_images(images)
+    files, names = collect_images(images)
     loaded = FExGAN.load(model, device)
     written = write_faces(loaded, files, to, out, format_, from_, keep_size, size, matte, columns, fps, sample_latent,
-                          seed, "transfer")
+                          seed, "transfer", names=names)
     report(written, loaded.config.image_size, out)
 
 
@@ -126,10 +126,10 @@ def mix(
     from fexgan.generate import FExGAN
     from fexgan.outputs import collect_images, write_faces
 
-    files = collect_images(images)
+    files, names = collect_images(images)
     loaded = FExGAN.load(model, device)
     written = write_faces(loaded, files, affect, out, format_, from_, keep_size, size, matte, columns, fps,
-                          command="mix")
+                          command="mix", names=names)
     report(written, loaded.config.image_size, out)
 
 
@@ -160,11 +160,11 @@ def morph(
 
     if to is None and not via and face_b is None:
         raise UserError("nothing to morph: give --to EXPRESSION, --via EXPRESSION or --face-b IMAGE")
-    files = collect_images(images)
+    files, names = collect_images(images)
     loaded = FExGAN.load(model, device)
     path = [from_, *via, to if to is not None else from_]
     written = write_morphs(loaded, files, path, out, format_, frames, loop, fps, source, face_b, size, matte, columns,
-                           frames_dir)
+                           frames_dir, names=names)
     report(written, loaded.config.image_size, out)
     if frames_dir is not None:
         console.print(f"and {frames} PNG frames in {escape(str(frames_dir))}", highlight=False)

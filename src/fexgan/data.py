@@ -29,7 +29,7 @@ from fexgan.errors import UserError, warn
 from fexgan.expressions import EXPRESSIONS
 
 PREPROCESS_VERSION = 1
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 MIN_IMAGE_SIDE = 16
 # Folder names people use for the seven classes.
 ALIASES = {"angry": "anger", "disgusted": "disgust", "fearful": "fear", "afraid": "fear", "happy": "joy",

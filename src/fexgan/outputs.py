@@ -94,39 +94,43 @@ def file_out(out: Path, fmt: str, command: str) -> Path:
     return out
 
 
-def collect_images(items: Sequence[str | Path]) -> list[Path]:
-    """Image files from files and folders (a folder's own image files, sorted)."""
-    found: list[Path] = []
+def collect_images(items: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """Image files from files and folders, and the name each one's outputs take: a file's stem, or for
+    a file found below a folder (at any depth; hidden ones left out), its path below that folder
+    without the suffix, so that the outputs mirror the input tree."""
+    found: list[tuple[Path, str]] = []
     for item in map(Path, items):
         if item.is_dir():
-            files = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in p.relative_to(item).parts))
             if not files:
-                raise UserError(f"folder {item} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            found += files
+                raise UserError(f"folder {item} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) at any depth")
+            found += [(p, p.relative_to(item).with_suffix("").as_posix()) for p in files]
         elif item.is_file():
-            found.append(item)
+            found.append((item, item.stem))
         else:
             raise UserError(f"image {item} does not exist")
     if not found:
         raise UserError("give at least one image or folder")
-    return found
+    return [p for p, _ in found], distinct_names(found)
 
 
-def output_stems(paths: Sequence[Path]) -> list[str]:
-    """A distinct output name per input: its stem; when stems clash, with its suffix (huge_png and
-    huge_jpg), else with its folder's name (a_face, b_face), else with its position."""
-    stems = [p.stem for p in paths]
+def distinct_names(found: Sequence[tuple[Path, str]]) -> list[str]:
+    """A distinct output name per (input, name): its name; when names clash, with its suffix (huge_png
+    and huge_jpg), else with its folder's name (a_face, b_face), else with its position."""
     names = []
-    for i, (path, stem) in enumerate(zip(paths, stems)):
-        twins = [q for q in paths if q.stem == stem]
+    for i, (path, name) in enumerate(found):
+        twins = [q for q, other in found if other == name]
+        head, _, stem = name.rpartition("/")
+        head = f"{head}/" if head else ""
         if len(twins) == 1:
-            names.append(stem)
+            names.append(name)
         elif len({q.suffix.lower() for q in twins}) == len(twins):
-            names.append(f"{stem}_{path.suffix.lstrip('.').lower()}")
+            names.append(f"{name}_{path.suffix.lstrip('.').lower()}")
         elif len({q.parent.name for q in twins}) == len(twins):
-            names.append(f"{path.parent.name}_{stem}")
+            names.append(f"{head}{path.parent.name}_{stem}")
         else:
-            names.append(f"{stem}_{i}")
+            names.append(f"{name}_{i}")
     return names
 
 
@@ -208,16 +212,17 @@ def _readable(paths: Sequence[Path], report: Report) -> list[tuple[int, Image.Im
 def run_inputs(job: Job, inputs: Sequence[Path], make: Callable[[list[Image.Image]], list[list[Image.Image]]],
                shown: Callable[[Image.Image], Image.Image] | None = None,
                background: tuple[int, int, int] = (255, 255, 255),
-               batch: int = BATCH, progress: bool = True) -> Report:
+               batch: int = BATCH, progress: bool = True, names: Sequence[str] | None = None) -> Report:
     """Make and write every input's images, `batch` inputs per call of `make` (originals -> images per
-    input); the file job.out for a single input when it names a file, else one set per input in it."""
+    input); the file job.out for a single input when it names a file, else one set per input in it,
+    named after `names` (as `collect_images` gives them; default: the inputs' stems)."""
     single_file = is_file_out(job.out)
     if single_file and len(inputs) != 1:
         raise UserError(f"--out {job.out} is one file, but there are {len(inputs)} inputs; give a folder")
     if single_file and job.fmt == "png" and len(job.labels) != 1:
         raise UserError(f"{len(job.labels)} images do not fit one file {job.out}; give --format strip or sheet, "
                         f"or a folder")
-    stems = output_stems(inputs)
+    stems = list(names) if names is not None else distinct_names([(p, p.stem) for p in inputs])
     if not single_file:
         check_clashes(job, inputs, stems)
     report = Report(inputs=len(inputs))
@@ -259,7 +264,7 @@ def model_meta(model: FExGAN) -> dict[str, Any]:
 def write_faces(model: FExGAN, inputs: Sequence[Path], specs: Sequence[str], out: Path, fmt: str | None = None,
                 source: str | None = None, keep_size: bool = False, size: int | None = None, matte: str = "auto",
                 columns: int | None = None, fps: float = 2, sample_latent: bool = False, seed: int = 0,
-                command: str = "transfer", progress: bool = True) -> Report:
+                command: str = "transfer", progress: bool = True, names: Sequence[str] | None = None) -> Report:
     """transfer and mix: each input to every target of `specs` (each 'all' or an affect), written as `fmt`
     (default: strip for several targets into one file or for 'all', else png)."""
     vectors, labels = targets_of(model, specs)
@@ -278,13 +283,14 @@ def write_faces(model: FExGAN, inputs: Sequence[Path], specs: Sequence[str], out
     def shown(original: Image.Image) -> Image.Image:
         return original if keep_size else Image.fromarray(prepare_image(original, c.image_size, c.background))
 
-    return run_inputs(job, inputs, make, shown if fmt == "strip" else None, c.background, progress=progress)
+    return run_inputs(job, inputs, make, shown if fmt == "strip" else None, c.background, progress=progress,
+                      names=names)
 
 
 def write_morphs(model: FExGAN, inputs: Sequence[Path], path: Sequence[str], out: Path, fmt: str | None = None,
                  frames: int = 24, loop: bool = False, fps: float = 12, source: str | None = None,
                  face_b: Path | None = None, size: int | None = None, matte: str = "auto", columns: int | None = None,
-                 frames_dir: Path | None = None, progress: bool = True) -> Report:
+                 frames_dir: Path | None = None, progress: bool = True, names: Sequence[str] | None = None) -> Report:
     """morph: each input's animation (gif | apng | webp, by default from --out's suffix, else gif), sprite
     sheet or PNG frames; with `frames_dir` (one input) also its PNG frames there."""
     for p in path:
@@ -303,7 +309,8 @@ def write_morphs(model: FExGAN, inputs: Sequence[Path], path: Sequence[str], out
             save_frames(clip, frames_dir)
         return [clip]
 
-    return run_inputs(job, inputs, make, background=model.config.background, batch=1, progress=progress)
+    return run_inputs(job, inputs, make, background=model.config.background, batch=1, progress=progress,
+                      names=names)
 
 
 def check_format(fmt: str, allowed: Sequence[str], command: str) -> str:
