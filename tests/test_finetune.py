@@ -14,7 +14,8 @@ from fexgan import checkpoint as ckpt
 from fexgan import toon
 from fexgan.config import build_config
 from fexgan.errors import UserError
-from fexgan.finetune import finetune, finetune_config, replay_mix
+from fexgan.finetune import finetune, finetune_config
+from fexgan.replay import replay_mix
 from fexgan.train import train
 
 FEXGAN = Path(sys.executable).parent / "fexgan"

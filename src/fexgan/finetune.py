@@ -6,8 +6,8 @@ with a fresh optimiser at a lower learning rate, on the new character's images m
 the data the model was trained on (`replay`, a `replay_share` of every epoch), so that the characters
 it knew do not degrade. The encoder stays fixed (`freeze`): the latent space the known characters
 live in does not move, and the decoder, its skips and head learn the newcomer. The discriminator
-goes on learning from the replayed characters only (`replay_mix`'s new images get no weight in its
-loss): from one neutral face it would learn that the newcomer is only ever neutral, and pull every
+goes on learning from the replayed characters only (the new images of `fexgan.replay.replay_mix` get
+no weight in its loss): from one neutral face it would learn that the newcomer is only ever neutral, and pull every
 edit of it back to that face (karu's judge fell to 0.80-0.87 from 0.94; docs/any-character.md).
 The fine-tune goes on where its base model's training ended rather than starting over: at the late,
 lower adversarial weight from its first step (`late_fraction=0`), and with every batch norm of the
@@ -23,15 +23,12 @@ result loads, serves and exports like any model.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
-
-import torch
 
 from fexgan.checkpoint import read_metadata, resolve_model
 from fexgan.config import PRESETS, TrainConfig, build_config
-from fexgan.data import ImageSet, check_coverage, load_source, split_indices
 from fexgan.errors import UserError
+from fexgan.train import train
 
 # The fine-tune's other settings (its losses: `d_classify_fakes`, ...) are those of the preset that trains the design.
 DESIGN_PRESET = {"paper": "cpu", "edit": "any"}
@@ -54,27 +51,7 @@ def finetune_config(model: str | Path, data: str, minutes: float = 3.0, steps: i
                                               *length, *(overrides or [])])
 
 
-def replay_mix(cfg: TrainConfig) -> tuple[ImageSet, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(data, train indices, val indices, which images are new) of a fine-tune: the new character's
-    images first, then the replayed data (whose last `held_out` identities stay out, as in the base
-    model's run); the new images are repeated so that they make up 1 - `replay_share` of every epoch."""
-    size, background, classes = cfg.model.image_size, cfg.model.background, cfg.model.classes
-    new = load_source(cfg.data, size, background, classes, complete=False)
-    data = new + load_source(cfg.replay, size, background, classes)
-    check_coverage(data, cfg.min_images_per_class)
-    train_idx, val_idx = split_indices(data, cfg.val_fraction, cfg.seed, cfg.held_out)
-    is_new = data.identity[train_idx] < len(new.identities)
-    mine, old = train_idx[is_new], train_idx[~is_new]
-    if not len(mine):
-        raise UserError(f"{cfg.data} has no image to fine-tune on")
-    repeat = max(1, math.ceil((1 - cfg.replay_share) * len(old) / (cfg.replay_share * len(mine)))) if cfg.replay_share else 1
-    return (data, torch.cat([mine.repeat(repeat), old]) if cfg.replay_share else mine, val_idx,
-            data.identity < len(new.identities))
-
-
 def finetune(model: str | Path, data: str, out: str | Path, minutes: float = 3.0, steps: int = 0,
              replay: str | None = None, overrides: list[str] | None = None, progress: bool = True) -> Path:
     """Fine-tune `model` on `data` into the run folder `out`; returns the new model file."""
-    from fexgan.train import train
-
     return train(finetune_config(model, data, minutes, steps, replay, overrides), Path(out), progress=progress)

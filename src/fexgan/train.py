@@ -23,7 +23,7 @@ from fexgan.config import TrainConfig
 from fexgan.data import PairSampler, check_coverage, held_out_identities, load_source, split_indices
 from fexgan.devices import pick_device
 from fexgan.errors import UserError, warn
-from fexgan.finetune import replay_mix
+from fexgan.replay import replay_mix
 from fexgan.snapshots import far_threshold, sample_sources, validation, validation_batch, write_sample_grid
 from fexgan.solver import (Diverged, autocast_for, build_nets, ema_decay_at, load_weights, make_batch, precision, set_lr,
                            train_step)
