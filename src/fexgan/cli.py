@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fexgan.cli_generate import MODEL_HELP, generation
-from fexgan.errors import UserError
+from fexgan.errors import UserError, one_line
 
 SERVE_MODEL = "toon-any-64"  # the web demo's default: the edit design, which keeps a new face's identity
 
@@ -31,7 +31,7 @@ def main() -> None:
         code = app(standalone_mode=False)  # typer returns (not raises) the code of typer.Exit and Ctrl-C (130)
     except UserError as err:
         # one line, never wrapped; brackets in paths are text, not markup
-        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(one_line(str(err)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -49,14 +49,14 @@ def main() -> None:
         if isinstance(err, (click.exceptions.ClickException, vendored.ClickException)):
             ctx = getattr(err, "ctx", None)
             see = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            console.print(f"[bold red]error:[/] {escape(err.format_message())}{escape(see)}", highlight=False,
+            console.print(f"[bold red]error:[/] {escape(one_line(err.format_message()))}{escape(see)}", highlight=False,
                           soft_wrap=True)
             sys.exit(2)
         if isinstance(err, (click.exceptions.Abort, getattr(vendored, "Abort", click.exceptions.Abort))):
             sys.exit(1)
         if isinstance(err, OSError):  # a path that cannot be read or written (not a folder, full disk, ...)
             where = f": {err.filename}" if err.filename else ""
-            console.print(f"[bold red]error:[/] {escape(str(err.strerror or err))}{escape(where)}", highlight=False,
+            console.print(f"[bold red]error:[/] {escape(one_line(str(err.strerror or err) + where))}", highlight=False,
                           soft_wrap=True)
             sys.exit(2)
         raise
@@ -251,7 +251,7 @@ def export_model(
         result = export(model, format_, out, discriminator, opset, half,
                         log=lambda line: console.print(escape(line), highlight=False))
     except ParityError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(one_line(str(err)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"wrote {', '.join(escape(p.name) for p in result.files)} to {escape(str(out))}", highlight=False,
                   soft_wrap=True)

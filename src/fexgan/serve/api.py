@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 
 from fexgan.animation import (ANIMATIONS, MEDIA_TYPES, animation_bytes, check_fps, frame_count, png_bytes,
                               sprite_sheet)
-from fexgan.errors import UserError
+from fexgan.errors import UserError, one_line
 from fexgan.generate import generator_of
 from fexgan.matte import check_matte
 from fexgan.serve.engine import MB, Engine, Request, RequestError
@@ -114,16 +114,16 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UserError)
     async def user_error(request: Request, err: UserError) -> JSONResponse:
         status = getattr(err, "status", 400)
-        return JSONResponse({"error": str(err)}, status, headers={"Retry-After": "1"} if status == 429 else None)
+        return JSONResponse({"error": one_line(str(err))}, status, headers={"Retry-After": "1"} if status == 429 else None)
 
     @app.exception_handler(RequestValidationError)
     async def bad_fields(request: Request, err: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in err.errors())
-        return JSONResponse({"error": f"bad request fields: {problems}"}, 422)
+        return JSONResponse({"error": one_line(f"bad request fields: {problems}")}, 422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(err.detail)}, err.status_code, headers=err.headers)
+        return JSONResponse({"error": one_line(str(err.detail))}, err.status_code, headers=err.headers)
 
 
 def create_api(engine: Engine) -> FastAPI:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from fexgan.animation import ANIMATIONS, MEDIA_TYPES, animation_bytes, png_bytes, sprite_sheet
-from fexgan.errors import UserError
+from fexgan.errors import UserError, one_line
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.figures import figure_cells
 from fexgan.generate import RECOGNISED
@@ -91,7 +91,7 @@ def in_page(fn: Callable) -> Callable:
         try:
             return fn(*args)
         except UserError as err:
-            raise gradio().Error(html.escape(str(err)), print_exception=False) from None
+            raise gradio().Error(html.escape(one_line(str(err))), print_exception=False) from None
     return wrapped
 
 
