@@ -218,7 +218,7 @@ def serve(
     max_pixels: float = typer.Option(16, help="largest image upload in megapixels (width x height / 2^20)"),
     max_work: float = typer.Option(32, help="most work of one request in megapixels: the upload's pixels + "
                                    "outputs x side^2 (a 24-frame morph at 1024 px is 24)"),
-    max_queued: float = typer.Option(256, help="most work running and waiting in megapixels; more is refused (429)"),
+    max_queued: float = typer.Option(128, help="most work running and waiting in megapixels; more is refused (429)"),
     workers: int = typer.Option(1, min=1, max=64, help="requests at once (more wait in line)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:

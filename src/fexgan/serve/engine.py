@@ -41,7 +41,7 @@ class Limits:
     max_upload_bytes: int = 10 * MB
     max_pixels: int = 16 * MPX         # width x height of an upload, read from its header before decoding
     max_work_pixels: int = 32 * MPX    # one job: the upload's pixels + outputs x side^2 (about 12 bytes each)
-    max_queued_pixels: int = 256 * MPX  # every job running or waiting, together
+    max_queued_pixels: int = 128 * MPX  # every job running or waiting, together
     workers: int = 1                   # jobs at once
     max_waiting: int = 32              # jobs waiting for a worker; more are refused (429)
     max_frames: int = 96               # frames of one morph
