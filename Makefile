@@ -3,6 +3,8 @@
 #               paper's figures and Table 1 (runs/demo-<time>/; DEMO_MINUTES, DEMO_RUN to change)
 #   make test   set up .venv, run the test suite
 #   make pretrained  retrain the shipped toon-128 and toon-any-64 models and rewrite their cards (src/fexgan/pretrained/)
+#   make check-tests  check the tests themselves: every planted bug must be caught, and a short mutation run
+#                     (CHECK_MUTANTS mutants of the losses, training step, pair sampler and metrics)
 PYTHON ?= python3
 VENV   ?= .venv
 # The CPU build is enough everywhere; on a CUDA machine set TORCH_SPEC to your CUDA wheel.
@@ -17,8 +19,9 @@ PRETRAINED_RUN ?= runs/toon-128
 PRETRAINED_TRAIN = fexgan train --data toon --preset cpu --set model.image_size=128 --steps $(PRETRAINED_STEPS) --out $(PRETRAINED_RUN)
 PRETRAINED_ANY_RUN ?= runs/any
 PRETRAINED_ANY_TRAIN = fexgan train --preset any --out $(PRETRAINED_ANY_RUN)
+CHECK_MUTANTS ?= 60
 
-.PHONY: setup demo test bench pretrained clean
+.PHONY: setup demo test bench pretrained check-tests clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +47,12 @@ pretrained: setup
 	$(BIN)/python scripts/ship_model.py $(PRETRAINED_RUN) --name toon-128 --command "$(PRETRAINED_TRAIN)"
 	$(BIN)/$(PRETRAINED_ANY_TRAIN)
 	$(BIN)/python scripts/ship_model.py $(PRETRAINED_ANY_RUN) --name toon-any-64 --preset any --command "$(PRETRAINED_ANY_TRAIN)"
+
+# Both parts run; the target fails when a planted bug is not caught (the mutation score is reported, not gated).
+check-tests: setup
+	$(BIN)/pip install -q "mutmut==3.8.1"
+	planted=0; $(BIN)/python benchmarks/planted_bugs.py || planted=$$?; \
+	$(BIN)/python benchmarks/mutation.py --sample $(CHECK_MUTANTS) --parts losses step sampler metrics && exit $$planted
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
