@@ -16,7 +16,7 @@ from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 
 IMAGE_SIZES = (32, 64, 128, 256)
-GENERATORS = ("paper", "edit")  # generator designs, the keys of `fexgan.models.GENERATORS`
+GENERATORS = ("paper", "edit")  # generator designs, the keys of `fexgan.nets.networks.GENERATORS`
 
 
 class UnknownKeys(UserError):
@@ -31,7 +31,7 @@ class UnknownKeys(UserError):
 class ModelConfig:
     """Shape of the networks. `width` multiplies every channel count of the reference layout;
     `generator` names the generator's design (`GENERATORS`; "paper": the reference layout; "edit": the
-    paper's with the source fed to the decoder, which draws a change of it, `fexgan.models.EditGenerator`)."""
+    paper's with the source fed to the decoder, which draws a change of it, `fexgan.nets.networks.EditGenerator`)."""
 
     generator: str = "paper"
     image_size: int = 128

@@ -1,6 +1,6 @@
 """How evaluation drives a trained generator: batched transfers and random decoder samples.
 
-Plain torch on the generator's `transfer` and `decode` (`fexgan.models`), in eval mode (no dropout, batch-norm
+Plain torch on the generator's `transfer` and `decode` (`fexgan.nets.networks`), in eval mode (no dropout, batch-norm
 running statistics). Transfers decode the latent mean, so they are deterministic; random samples
 draw their latents from a seeded generator. Everything returns uint8 images, as saved images are.
 """
@@ -11,8 +11,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from fexgan.data import to_model_input, to_uint8
-from fexgan.models import Generator
+from fexgan.data.images import to_model_input, to_uint8
+from fexgan.nets.networks import Generator
 
 BATCH = 256
 
