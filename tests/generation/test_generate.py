@@ -346,14 +346,14 @@ def test_cli_bad_input_is_one_line_exit_2(run: Path, faces: dict[str, Path], tmp
                                           capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Every bad input through the real entry point `fexgan.cli.main.main` (in this process, to save
     interpreter start-ups), and the first two also as separate `fexgan` processes."""
-    from fexgan.cli.main import main as cli
+    from fexgan.cli.main import main
 
     fill = {"run": run, "a": faces["a"], "text": faces["text"], "dir": faces["a"].parent, "tmp": tmp_path}
     for i, (args, message) in enumerate(BAD_INPUTS):
         argv = [a.format(**fill) for a in args]
         monkeypatch.setattr(sys, "argv", ["fexgan", *argv])
         with pytest.raises(SystemExit) as exit_info:
-            cli.main()
+            main()
         _one_error_line(exit_info.value.code, capsys.readouterr().err, message, tmp_path)
         if i < 2:
             r = _cli(*argv)

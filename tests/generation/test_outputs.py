@@ -279,7 +279,7 @@ def test_arguments_that_cannot_be_right_are_one_line_and_write_nothing(tiny_mode
                                                                       capsys: pytest.CaptureFixture[str],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the real entry point `fexgan.cli.main.main` in this process (the first also as a `fexgan` process)."""
-    from fexgan.cli.main import main as cli
+    from fexgan.cli.main import main
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -297,7 +297,7 @@ def test_arguments_that_cannot_be_right_are_one_line_and_write_nothing(tiny_mode
         else:
             monkeypatch.setattr(sys, "argv", ["fexgan", *argv])
             with pytest.raises(SystemExit) as exit_info:
-                cli.main()
+                main()
             code, err = exit_info.value.code, capsys.readouterr().err
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (argv, err)

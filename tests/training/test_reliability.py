@@ -24,7 +24,7 @@ from conftest import draw_face, losses, same_tensors
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from fexgan.cli.main import main as cli
+from fexgan.cli.main import main
 from fexgan.config import TrainConfig, build_config
 from fexgan.data.pairs import split_indices
 from fexgan.data.sources import load_source
@@ -383,7 +383,7 @@ def test_every_bad_train_argument_is_one_clear_line(tmp_path: Path, monkeypatch:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["fexgan", "train", *TINY, *args])
     with pytest.raises(SystemExit) as stop:
-        cli.main()
+        main()
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # (after the toon renderer's progress bar, when the cache is cold)
     assert stop.value.code == 2 and last.startswith("error: ") and words in last and "Traceback" not in err, err
@@ -397,7 +397,7 @@ def test_an_output_path_that_cannot_be_written_is_one_clear_line(ref: Path, tmp_
     monkeypatch.setattr(sys, "argv", ["fexgan", "sample", str(ref), "--n", "1", "--device", "cpu",
                                       "--out", str(tmp_path / "FILE" / "x.png")])
     with pytest.raises(SystemExit) as stop:
-        cli.main()
+        main()
     err = capsys.readouterr().err
     assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
     assert str(tmp_path / "FILE") in err
