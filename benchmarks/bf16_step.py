@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from fexgan.config import build_config
-from fexgan.nets.networks import build_discriminator, build_generator
+from fexgan.nets.designs import build_generator
+from fexgan.nets.networks import build_discriminator
 from fexgan.training.bench import WARMUP, bench_data, make_rig
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fexgan.config import build_config
-from fexgan.nets.networks import build_generator
+from fexgan.nets.designs import build_generator
 from fexgan.training.step import autocast_for, build_nets, train_step
 
 DESIGNS = ("paper", "edit")

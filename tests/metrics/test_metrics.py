@@ -275,7 +275,7 @@ def test_cli_prints_headline_and_report_path(run, tmp_path):
 
 def test_ship_model_script_exports_evaluates_and_writes_a_card(run, tmp_path):
     """scripts/ship_model.py (what `make pretrained` runs after training) on a real run folder."""
-    script = Path(__file__).parents[1] / "scripts" / "ship_model.py"
+    script = Path(__file__).parents[2] / "scripts" / "ship_model.py"
     done = subprocess.run([sys.executable, str(script), str(run), "--name", "mini", "--preset", "tiny",
                            "--command", "fexgan train ...", "--dest", str(tmp_path / "shipped")],
                           capture_output=True, text=True, timeout=300)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fexgan.config import IMAGE_SIZES, ModelConfig
+from fexgan.nets.designs import build_generator
 from fexgan.nets.networks import (
     Decoder,
     Discriminator,
@@ -15,7 +16,6 @@ from fexgan.nets.networks import (
     EditGenerator,
     Encoder,
     Generator,
-    build_generator,
 )
 
 B = 2
@@ -235,7 +235,7 @@ def test_the_edit_design_changes_the_source_and_draws_alone_without_one() -> Non
         assert not torch.allclose(edited, gen.decode(z, a.roll(1, dims=1), x), atol=1e-3)  # ... and the target
     train_parts = gen.train()(x, a, a)[3]
     assert set(train_parts) == {"alone"} and train_parts["alone"].shape == (1, 3, 32, 32)
-    assert gen(x, a, a, alone=False)[3] == {}  # the steps between `alone_every`-th ones
+    assert gen(x, a, a, parts=False)[3] == {}  # the steps between `alone_every`-th ones
 
 
 def test_the_edit_design_adds_only_its_skips_and_head_to_the_papers_weights() -> None:

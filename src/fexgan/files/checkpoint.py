@@ -37,12 +37,8 @@ from safetensors.torch import load_file, save
 from fexgan import __version__
 from fexgan.config import ModelConfig, UnknownKeys
 from fexgan.errors import UserError, warn
-from fexgan.nets.networks import (
-    Discriminator,
-    Generator,
-    build_discriminator,
-    build_generator,
-)
+from fexgan.nets.designs import build_generator, design_of
+from fexgan.nets.networks import Discriminator, Generator, build_discriminator
 
 FORMAT = "fexgan-model-"  # + the format version
 READS = 2                 # the newest format version this fexgan reads
@@ -52,8 +48,8 @@ RENAMED = {"toon-64": ("toon-128", "128 px like the paper, trained on the aligne
 
 
 def format_version(cfg: ModelConfig) -> int:
-    """The oldest format version that describes a model of `cfg`: 1 for the paper's design, else 2."""
-    return 1 if cfg.generator == "paper" else 2
+    """The oldest format version that describes a model of `cfg`: its design's (1 for the paper's)."""
+    return design_of(cfg.generator).file_format
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -14,8 +14,8 @@ from fexgan.data.pairs import one_per_identity
 from fexgan.data.sources import load_source
 from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS
-from fexgan.grids import image_grid
 from fexgan.generation.inference import FExGAN
+from fexgan.grids import image_grid
 
 FIGURE_CELL = 128   # figures show every face at least this large
 

@@ -34,6 +34,7 @@ from fexgan.devices import inference_precision, pick_device
 from fexgan.errors import UserError
 from fexgan.expressions import parse_affect
 from fexgan.files.checkpoint import LoadedModel, load_model, resolve_model
+from fexgan.generation.driver import Driver
 from fexgan.generation.matte import check_matte, check_size, finish, finish_between
 
 ImageInput = Union[Image.Image, str, Path, bytes]
@@ -94,6 +95,7 @@ class FExGAN:
         self.device = device
         self.path = path
         self.precision = inference_precision(precision, device)
+        self.driver = Driver(self.generator, device, bf16=self.precision == "bf16", batch=BATCH)
 
     @classmethod
     def load(cls, model: str | Path, device: str = "auto", precision: str = "auto") -> "FExGAN":
@@ -204,10 +206,7 @@ class FExGAN:
                       seed: int = 0) -> torch.Tensor:
         """Latents (B, latent_dim): the mean, or a draw from N(mu, sigma) with `sample_latent`."""
         x = x.to(self.device)
-        src = self._source(x, source)
-        with self._autocast():
-            parts = [self.generator.encode(xb, sb) for xb, sb in zip(x.split(BATCH), src.split(BATCH))]
-        mu, log_sigma = torch.cat([p[0] for p in parts]).float(), torch.cat([p[1] for p in parts]).float()
+        mu, log_sigma = self.driver.encode(x, self._source(x, source))
         if not sample_latent:
             return mu
         eps = torch.randn(mu.shape, generator=generator_of(seed)).to(self.device)
@@ -217,11 +216,7 @@ class FExGAN:
     def decode_tensor(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, 3, S, S) in [-1, 1] from latents (B, latent_dim) and affects (B, classes); `source`
         (B, 3, S, S): the images being edited, None for the decoder drawing alone."""
-        z, affect = z.to(self.device), affect.to(self.device).expand(len(z), -1)
-        sources = source.to(self.device).split(BATCH) if source is not None else [None] * math.ceil(len(z) / BATCH)
-        with self._autocast():
-            return torch.cat([self.generator.decode(zb, ab, sb).float()
-                              for zb, ab, sb in zip(z.split(BATCH), affect.split(BATCH), sources)])
+        return self.driver.decode(z.to(self.device), affect.to(self.device), source)
 
     @property
     def far(self) -> float:

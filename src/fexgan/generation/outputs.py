@@ -33,8 +33,8 @@ from fexgan.generation.animation import (
     write_bytes,
 )
 from fexgan.generation.figures import figure_cells
-from fexgan.grids import image_grid
 from fexgan.generation.inference import BATCH, FExGAN, affect_name
+from fexgan.grids import image_grid
 
 FORMATS = ("png", "strip", "sheet", "frames", "gif", "apng", "webp")
 ANIMATION_FORMATS = tuple(ANIMATIONS)

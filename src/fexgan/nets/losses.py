@@ -35,16 +35,12 @@ def reconstruction_loss(generated: torch.Tensor, target_image: torch.Tensor) -> 
     return F.l1_loss(generated, target_image)
 
 
-def design_terms(parts: dict[str, torch.Tensor], target_image: torch.Tensor, gamma: float, alone_weight: float
-                 ) -> dict[str, torch.Tensor]:
+def alone_terms(alone: torch.Tensor, target_image: torch.Tensor, gamma: float, alone_weight: float
+                ) -> dict[str, torch.Tensor]:
     """The edit design's term (`fexgan.nets.networks.EditGenerator`): L1 of the decoder's image drawn alone
-    (no source) for the first images of the batch, so that it still draws a whole face (Fig. 4).
-    `design_total` is its weight (`alone_weight` x gamma) times it; an empty `parts` (the paper's
-    design) gives no terms."""
-    if not parts:
-        return {}
-    alone = parts["alone"].float()
-    alone_rec = F.l1_loss(alone, target_image[:len(alone)])
+    (for the first images of the batch) against their L1 targets, so that the decoder alone still draws
+    whole faces (Fig. 4). `design_total` is its weight (`alone_weight` x gamma) times it."""
+    alone_rec = F.l1_loss(alone.float(), target_image[:len(alone)])
     return {"design_total": gamma * alone_weight * alone_rec, "alone_rec": alone_rec}
 
 

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fexgan.config import GENERATORS as GENERATORS_NAMED
 from fexgan.config import ModelConfig
 
 
@@ -153,10 +152,10 @@ class Generator(nn.Module):
         """(mu, log_sigma) of the latent normal distribution of `image` showing `source_affect`."""
         return self.encoder(image, source_affect)
 
-    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None, alone: bool = False
+    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None, parts: bool = False
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(image, the design's parts for its losses: with `alone`, what the design's training needs drawn
-        besides the image); the paper's design has no parts."""
+        """(image, with `parts` what the design's own loss terms need drawn besides the image: see
+        `fexgan.nets.designs`); the paper's design has no parts."""
         return self.decoder(z, affect), {}
 
     def decode(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
@@ -174,13 +173,13 @@ class Generator(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(log_sigma) * eps
 
-    def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor, alone: bool = True
+    def forward(self, image: torch.Tensor, source: torch.Tensor, target: torch.Tensor, parts: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Training's pass: (generated image from a sampled latent, mu, log_sigma, the design's parts, drawn
-        when `alone`)."""
+        when `parts`)."""
         mu, log_sigma = self.encode(image, source)
-        fake, parts = self.draw(self.reparameterize(mu, log_sigma), target, image, alone)
-        return fake, mu, log_sigma, parts
+        fake, drawn = self.draw(self.reparameterize(mu, log_sigma), target, image, parts)
+        return fake, mu, log_sigma, drawn
 
 
 class SourceSkips(nn.Module):
@@ -242,8 +241,8 @@ class EditGenerator(Generator):
     features into a change of the source (out = source + change): the source's pixels pass through
     wherever the expression does not change them, so a character the model never saw keeps its
     identity. Drawing alone (no source: Fig. 4, `sample`) it is the paper's decoder, which training
-    keeps drawing whole faces by its own L1 on a quarter of the batch (`losses.design_terms`), on every
-    `alone_every`-th step."""
+    keeps drawing whole faces by its own L1 on a quarter of the batch (`losses.alone_terms`), on every
+    `alone_every`-th step (its registration: `fexgan.nets.designs`)."""
 
     redraws = False
 
@@ -252,16 +251,16 @@ class EditGenerator(Generator):
         self.skips = SourceSkips(cfg)
         self.head = EditHead(cfg)
 
-    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None, alone: bool = False
+    def draw(self, z: torch.Tensor, affect: torch.Tensor, source: torch.Tensor | None, parts: bool = False
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if source is None:
             return self.decoder(z, affect), {}
         edited = self.head(self.decoder.features(z, affect, self.skips(source, affect)), source)
-        parts = {}
-        if alone:
+        drawn = {}
+        if parts:  # the decoder drawing alone, for a quarter of the batch
             quarter = max(1, len(z) // 4)
-            parts["alone"] = self.decoder(z[:quarter], affect[:quarter])
-        return edited, parts
+            drawn["alone"] = self.decoder(z[:quarter], affect[:quarter])
+        return edited, drawn
 
 
 class Discriminator(nn.Module):
@@ -280,16 +279,6 @@ class Discriminator(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(image)
         return self.real_fake(h).squeeze(1), self.classifier(h)
-
-
-# Generator designs by the name `ModelConfig.generator` holds; the discriminator is shared.
-GENERATORS: dict[str, type[Generator]] = {"paper": Generator, "edit": EditGenerator}
-assert tuple(GENERATORS) == GENERATORS_NAMED, "config.GENERATORS must name the designs of models.GENERATORS"
-
-
-def build_generator(cfg: ModelConfig) -> Generator:
-    """The generator of the design `cfg.generator`, freshly initialised."""
-    return GENERATORS[cfg.generator](cfg)
 
 
 def build_discriminator(cfg: ModelConfig) -> Discriminator:

@@ -30,8 +30,8 @@ from fexgan.generation.animation import (
     sprite_sheet,
 )
 from fexgan.generation.figures import figure_cells
-from fexgan.grids import image_grid
 from fexgan.generation.inference import RECOGNISED
+from fexgan.grids import image_grid
 from fexgan.serve.api import b64
 from fexgan.serve.engine import MB, Engine, Face, RequestError, Task
 

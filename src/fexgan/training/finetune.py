@@ -28,10 +28,9 @@ from pathlib import Path
 from fexgan.config import PRESETS, TrainConfig, build_config
 from fexgan.errors import UserError
 from fexgan.files.checkpoint import read_metadata, resolve_model
+from fexgan.nets.designs import design_of
 from fexgan.training.loop import train
 
-# The fine-tune's other settings (its losses: `d_classify_fakes`, ...) are those of the preset that trains the design.
-DESIGN_PRESET = {"paper": "cpu", "edit": "any"}
 SETTINGS = ["lr=1e-4", "sample_every=0", "checkpoint_every=500", "freeze=generator.encoder", "fixed_norms=true",
             "late_fraction=0"]  # the fine-tune's defaults
 
@@ -44,7 +43,8 @@ def finetune_config(model: str | Path, data: str, minutes: float = 3.0, steps: i
     replay = replay or summary.get("data")
     if not replay:
         raise UserError(f"{path} does not say what it was trained on; give the data to replay with --replay DATA")
-    base = {**PRESETS[DESIGN_PRESET[model_cfg.generator]], "model": model_cfg.to_dict(),
+    # the fine-tune's other settings (its losses: `d_classify_fakes`, ...) are those of the preset that trains the design
+    base = {**PRESETS[design_of(model_cfg.generator).preset], "model": model_cfg.to_dict(),
             "held_out": len(summary.get("held_out", []))}
     length = [f"steps={steps}"] if steps else [f"minutes={minutes}"]
     return build_config(base=base, overrides=[*SETTINGS, f"data={data}", f"replay={replay}", f"init_from={path}",

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -24,6 +26,7 @@ from fexgan.devices import pick_device
 from fexgan.errors import UserError, warn
 from fexgan.files import checkpoint as ckpt
 from fexgan.grids import plot_losses
+from fexgan.nets.designs import design_of
 from fexgan.training import distributed as dist_
 from fexgan.training import runs
 from fexgan.training.monitor import (
@@ -76,6 +79,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, out: Path, resume: bool):
         cfg.validate()
+        design_of(cfg.model.generator)  # a design this fexgan does not know fails before any work
         self.cfg, self.out = cfg, out
         self.ctx = ctx = dist_.setup(pick_device(cfg.device))  # under torchrun: join the process group
         self.device, self.main = ctx.device, ctx.is_main
@@ -175,6 +179,9 @@ class Trainer:
 
     def open_logs(self) -> tuple:
         """log.jsonl and TensorBoard, both cut back to `step` (a resumed or rolled-back run logs each step once)."""
+        # TensorBoard's own switch (the module the tensorboard-notf build ships): its stub of TensorFlow,
+        # so that writing event files never imports TensorFlow where it is installed (seconds, and its logs)
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
         from torch.utils.tensorboard import SummaryWriter
 
         runs.trim_log(self.out / "log.jsonl", self.step)

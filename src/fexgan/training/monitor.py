@@ -13,6 +13,7 @@ from fexgan.data.images import to_model_input, to_pil, to_uint8
 from fexgan.data.pairs import PairSampler, one_per_identity
 from fexgan.data.sources import ImageSet
 from fexgan.files.checkpoint import LoadedModel
+from fexgan.generation.driver import Driver
 from fexgan.grids import image_grid
 from fexgan.metrics.groundtruth import compare, has_ground_truth, render_truth
 from fexgan.nets.networks import Generator
@@ -24,25 +25,20 @@ def sample_sources(data: ImageSet, indices: torch.Tensor, max_rows: int = 6) -> 
     return indices[one_per_identity(data, indices, max_rows)]
 
 
-@torch.no_grad()
 def write_sample_grid(G: Generator, data: ImageSet, sources: torch.Tensor, device: torch.device, path: Path,
                       title: str) -> None:
     """Rows: fixed sources; columns: the source, then the decoder's output for every expression."""
-    was_training = G.training
-    G.eval()
-    n_cls = len(data.classes)
+    driver, n_cls = Driver(G, device, batch=None), len(data.classes)
     x = to_model_input(data.images[sources]).to(device)
-    src_aff = F.one_hot(data.expression[sources], n_cls).float().to(device)
-    mu, _ = G.encode(x, src_aff)
+    mu, _ = driver.encode(x, F.one_hot(data.expression[sources], n_cls).float())
     rows = [[img] for img in to_pil(x)]
     for c in range(n_cls):
-        out = G.decode(mu, F.one_hot(torch.full((len(sources),), c), n_cls).float().to(device), x)
+        out = driver.decode(mu, F.one_hot(torch.full((len(sources),), c), n_cls).float(), x)
         for row, img in zip(rows, to_pil(out)):
             row.append(img)
     labels = [data.identities[i] for i in data.identity[sources].tolist()]
     path.parent.mkdir(parents=True, exist_ok=True)
     image_grid(rows, labels, ["input", *data.classes], title=title).save(path)
-    G.train(was_training)
 
 
 @torch.no_grad()
@@ -52,10 +48,7 @@ def validation(G: Generator, batch: dict[str, torch.Tensor]) -> dict[str, float]
     batch carries the renderer's truth (toon data), the PSNR / L1 of its expression changes against
     that truth beside the do-nothing copy of the source (`*_copy`). Uses no random numbers, so it
     never changes a run."""
-    was_training = G.training
-    G.eval()
-    fake = G.transfer(batch["source"], batch["source_affect"], batch["target_affect"]).float()
-    G.train(was_training)
+    fake = Driver(G, batch=None).transfer(batch["source"], batch["source_affect"], batch["target_affect"])
     metrics = {"val_l1": float(F.l1_loss(fake, batch["target"]))}
     change = batch["source_class"] != batch["target_class"]
     if "truth" in batch and bool(change.any()):

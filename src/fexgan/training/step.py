@@ -17,13 +17,9 @@ from fexgan.data.views import augment, random_view
 from fexgan.devices import bf16_support
 from fexgan.errors import UserError
 from fexgan.files.checkpoint import LoadedModel, unwrap
-from fexgan.nets.losses import design_terms, discriminator_loss, generator_loss
-from fexgan.nets.networks import (
-    Discriminator,
-    Generator,
-    build_discriminator,
-    build_generator,
-)
+from fexgan.nets.designs import build_generator, design_of
+from fexgan.nets.losses import discriminator_loss, generator_loss
+from fexgan.nets.networks import Discriminator, Generator, build_discriminator
 from fexgan.training import distributed as dist_
 
 
@@ -72,14 +68,17 @@ class Nets:
 def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None = None) -> Nets:
     """Networks and Adam optimisers; under torchrun each network is wrapped in DDP (rank 0's
     initial weights are broadcast to all), optionally with synchronised batch norm."""
+    design = design_of(cfg.model.generator)
     G, D = build_generator(cfg.model).to(device), build_discriminator(cfg.model).to(device)
     # Fine-tunes keep the `freeze` parts fixed: no gradients, so Adam leaves them alone, and their batch
     # norms keep the statistics the model was trained with (`Nets.train`; with `fixed_norms`, all of G's).
     frozen = []
     for part in cfg.freeze:
-        module = getattr(G, part.removeprefix("generator."), None)
-        if module is None:
-            raise UserError(f"freeze {part}: the {cfg.model.generator} design has no such part")
+        name = part.removeprefix("generator.")
+        if name not in design.parts:
+            raise UserError(f"freeze {part}: the {design.name} design has no such part (it has "
+                            f"{', '.join('generator.' + p for p in design.parts)})")
+        module = getattr(G, name)
         frozen.append(module.requires_grad_(False))
     if cfg.channels_last:  # NHWC: tensor cores on CUDA, oneDNN's fastest layout on CPU (-6..10% CPU time)
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
@@ -91,8 +90,9 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
         if cfg.sync_batchnorm:
             G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
         ids = [device.index] if device.type == "cuda" else None
-        # Steps without the design's terms leave the decoder's output layer (the edit design's) unused.
-        G, D = DDP(G, device_ids=ids, find_unused_parameters=cfg.alone_every > 1), DDP(D, device_ids=ids)
+        # Steps without the design's terms may leave some of its outputs unused.
+        G, D = (DDP(G, device_ids=ids, find_unused_parameters=design.leaves_outputs_unused(cfg)),
+                DDP(D, device_ids=ids))
     if cfg.compile:  # opt-in: compiling takes about a minute or more (docs/speed.md)
         G, D = torch.compile(G), torch.compile(D)
     fixed = [norm for part in ([unwrap(G)] if cfg.fixed_norms else frozen) for norm in part.modules()
@@ -146,15 +146,15 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
                autocast: torch.autocast, ctx: dist_.Context | None = None, ema_decay: float = 0.0, step: int = 0
                ) -> dict[str, torch.Tensor]:
     """One discriminator update, then one generator update (eqs. 1-7) and its moving average (with
-    `ema_decay`); the design's own terms on every `cfg.alone_every`-th `step`. Returns detached losses.
+    `ema_decay`); the design's own terms on the steps it asks for (`Design.every`). Returns detached losses.
     A non-finite loss or gradient raises `Diverged` instead of being applied. The batch's `d_weight`
     (B,), when it has one, says which sources and their fakes the discriminator learns from (a
     fine-tune's: not the new character's, `fexgan.training.finetune`)."""
-    G, D = nets.G, nets.D
+    G, D, design = nets.G, nets.D, design_of(cfg.model.generator)
     nets.train()  # every step: a sample grid or validation in between leaves the plain training mode
     with autocast:
-        fake, mu, log_sigma, parts = G(batch["source"], batch["source_affect"], batch["target_affect"],
-                                       alone=step % cfg.alone_every == 0)
+        with_parts = design.draws_parts(cfg, step)
+        fake, mu, log_sigma, parts = G(batch["source"], batch["source_affect"], batch["target_affect"], with_parts)
         seen_fake = discriminator_view(fake, cfg)
         real_logit, real_cls = D(discriminator_view(batch["source"], cfg))
         fake_logit, fake_cls = D(seen_fake.detach())
@@ -173,9 +173,9 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         g_losses = generator_loss(fake_logit.float(), fake_cls.float(), batch["target_class"], mu.float(),
                                   log_sigma.float(), fake.float(), batch["target"], cfg.alpha, alpha_binary, cfg.beta,
                                   cfg.gamma)
-        design = design_terms(parts, batch["target"], cfg.gamma, cfg.alone_weight * cfg.alone_every)
-        if design:
-            g_losses = {**g_losses, **design, "g_total": g_losses["g_total"] + design["design_total"]}
+        if with_parts:
+            terms = design.terms(parts, batch["target"], cfg)
+            g_losses = {**g_losses, **terms, "g_total": g_losses["g_total"] + terms["design_total"]}
         nets.opt_g.zero_grad(set_to_none=True)
         g_losses["g_total"].backward()
         check_finite(g_losses["g_total"], G, "generator", ctx)
