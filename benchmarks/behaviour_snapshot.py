@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 import fexgan
-from fexgan import toon
 from fexgan.config import build_config
-from fexgan.train import train
+from fexgan.data import toon
+from fexgan.training.loop import train
 
 
 def snapshot() -> dict:

@@ -1,4 +1,4 @@
-"""Speed of generation as users call it (fexgan.generate), against the issue's bars:
+"""Speed of generation as users call it (fexgan.generation.inference), against the issue's bars:
 one 128 px PIL image through `transfer` with the `paper` model (< 100 ms on the CI CPU), and
 batched `transfer_tensor` at 64 px with the `cpu` model (>= 400 images/s).
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from fexgan.checkpoint import save_model
 from fexgan.config import build_config
-from fexgan.generate import FExGAN
-from fexgan.models import Discriminator, Generator
-from fexgan.toon import make_characters, render_face
+from fexgan.data.toon import make_characters, render_face
+from fexgan.files.checkpoint import save_model
+from fexgan.generation.inference import FExGAN
+from fexgan.nets.networks import Discriminator, Generator
 
 
 def model_for(preset: str, folder: Path, device: str) -> FExGAN:

@@ -1,7 +1,7 @@
 """ONNX vs PyTorch on this CPU: latency of one transfer (batch 1) and throughput at batch 32.
 
 Each model's full generator graph (image, source_affect, target_affect -> generated, from the
-latent mean) is exported with `fexgan.export` (which checks parity) and timed against the same
+latent mean) is exported with `fexgan.generation.export` (which checks parity) and timed against the same
 network in PyTorch (eval mode, inference_mode), with the same number of threads, calls interleaved
 so that load from other processes hits both alike. Medians over the timed calls.
 
@@ -21,11 +21,10 @@ import onnxruntime as ort
 import torch
 
 import fexgan
-from fexgan.checkpoint import save_model
 from fexgan.config import build_config
-from fexgan.export import MeanTransfer, export
-from fexgan.checkpoint import shipped_models
-from fexgan.models import Discriminator, Generator
+from fexgan.files.checkpoint import save_model, shipped_models
+from fexgan.generation.export import MeanTransfer, export
+from fexgan.nets.networks import Discriminator, Generator
 
 
 def model_file(name: str, folder: Path) -> str:

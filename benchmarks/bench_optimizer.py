@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_optimizer.py --preset cpu --threads 2 --steps 40
 
-Sets a preset up as `fexgan bench` does (`fexgan.bench.make_rig`), swaps in each optimiser variant,
+Sets a preset up as `fexgan bench` does (`fexgan.training.bench.make_rig`), swaps in each optimiser variant,
 and times sampler + `make_batch` + `train_step` per step (median after 5 warm-up steps); the two
 variants are interleaved `--repeats` times so that a change in the machine's load hits both.
 """
@@ -13,9 +13,9 @@ import statistics
 
 import torch
 
-from fexgan.bench import make_rig, timed
 from fexgan.config import build_config
-from fexgan.data import load_source
+from fexgan.data.sources import load_source
+from fexgan.training.bench import make_rig, timed
 
 CPU = torch.device("cpu")
 

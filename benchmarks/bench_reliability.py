@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from fexgan import runs
-from fexgan import solver as T
 from fexgan.config import build_config
-from fexgan.data import PairSampler, load_source, split_indices
+from fexgan.data.pairs import PairSampler, split_indices
+from fexgan.data.sources import load_source
+from fexgan.training import runs
+from fexgan.training import step as step_module
 
 CPU = torch.device("cpu")
 
@@ -38,14 +39,14 @@ def measure(preset: str) -> str:
     cfg = build_config(preset, overrides=["device=cpu", "threads=1", "data=toon:4"])
     data = load_source(cfg.data, cfg.model.image_size)
     train_idx, _ = split_indices(data, cfg.val_fraction)
-    nets = T.build_nets(cfg, CPU)
-    batch = T.make_batch(data, data.images, *PairSampler(data, train_idx, cfg.batch_size).next_batch(), cfg,
+    nets = step_module.build_nets(cfg, CPU)
+    batch = step_module.make_batch(data, data.images, *PairSampler(data, train_idx, cfg.batch_size).next_batch(), cfg,
                          torch.Generator(), CPU)
-    autocast = T.autocast_for(cfg, CPU)
+    autocast = step_module.autocast_for(cfg, CPU)
     repeats = 20 if preset == "tiny" else 5
-    step = median_ms(lambda: T.train_step(nets, batch, cfg, cfg.alpha, autocast), repeats)  # Adam moments now exist
+    step = median_ms(lambda: step_module.train_step(nets, batch, cfg, cfg.alpha, autocast), repeats)  # Adam moments now exist
     one = torch.tensor(1.0)
-    checks = median_ms(lambda: (T.check_finite(one, nets.G, "G", None), T.check_finite(one, nets.D, "D", None)), repeats)
+    checks = median_ms(lambda: (step_module.check_finite(one, nets.G, "G", None), step_module.check_finite(one, nets.D, "D", None)), repeats)
 
     run = Path(tempfile.mkdtemp())
     state = {"step": 0, "torch_rng": [torch.get_rng_state()]}

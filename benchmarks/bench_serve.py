@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from fexgan import toon
+from fexgan.data import toon
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
 

@@ -10,7 +10,7 @@ import platform
 import tempfile
 import time
 
-from fexgan import toon
+from fexgan.data import toon
 
 
 def main() -> None:

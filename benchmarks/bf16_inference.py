@@ -17,8 +17,8 @@ import time
 import torch
 
 import fexgan
-from fexgan import toon
-from fexgan.data import to_uint8
+from fexgan.data import toon
+from fexgan.data.images import to_uint8
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 
 - plain:  a plain fp32 PyTorch restatement of the step (the same networks, NCHW, the paper's losses
           written out with torch.nn.functional, torch.optim.Adam): what a user would write;
-- fp32:   `fexgan.solver.train_step` as `fexgan train` runs it with `--set amp=false`;
+- fp32:   `fexgan.training.step.train_step` as `fexgan train` runs it with `--set amp=false`;
 - bf16:   the same with bf16 autocast (the default where the CPU has native bf16).
 The three are timed in turns (plain, fp32, bf16, plain, ...) so that a busy machine slows them alike;
 prints each one's median step and images/s, the ratios, and the load average.
@@ -20,9 +20,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fexgan.bench import WARMUP, bench_data, make_rig
 from fexgan.config import build_config
-from fexgan.models import build_discriminator, build_generator
+from fexgan.nets.designs import build_generator
+from fexgan.nets.networks import build_discriminator
+from fexgan.training.bench import WARMUP, bench_data, make_rig
 
 
 def plain_step(cfg, batch: dict, nets: tuple) -> None:

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/design_step.py --steps 80           # the `any` preset (64 px, width 0.25)
     .venv/bin/python benchmarks/design_step.py --steps 80 --set amp=false
 
-1. Training steps (`fexgan.solver.train_step`, as `fexgan train` runs them, step numbers and all) of
+1. Training steps (`fexgan.training.step.train_step`, as `fexgan train` runs them, step numbers and all) of
    each design on the same random batch, one of each in turn (paper, edit, paper, ...), so that this
    shared machine's slow spells, which last from a few to hundreds of steps, fall on both alike.
 2. One 128 px transfer (`Generator.transfer` of one image, fp32, eval mode) of each design on one
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from fexgan.config import build_config
-from fexgan.models import build_generator
-from fexgan.solver import autocast_for, build_nets, train_step
+from fexgan.nets.designs import build_generator
+from fexgan.training.step import autocast_for, build_nets, train_step
 
 DESIGNS = ("paper", "edit")
 

@@ -30,13 +30,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fexgan import checkpoint as ckpt
-from fexgan import toon
-from fexgan.data import held_out_identities, load_source, split_indices
-from fexgan.finetune import finetune
+from fexgan.data import toon
+from fexgan.data.pairs import held_out_identities, split_indices
+from fexgan.data.sources import load_source
+from fexgan.files import checkpoint as ckpt
 from fexgan.metrics.generated import transfer
 from fexgan.metrics.groundtruth import TOON_SEED, compare, render_truth
 from fexgan.metrics.judge import get_judge
+from fexgan.training.finetune import finetune
 
 
 def score(model: Path, data, spec: str, indices: torch.Tensor, judge) -> dict[str, float]:

@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 # fnmatch patterns of mutant names, by part: module, then x_<function> or xǁ<Class>ǁ<method>
 PARTS = {
-    "losses": ["fexgan.losses.*"],
-    "step": ["fexgan.solver.x_train_step__mutmut_*", "fexgan.solver.x_make_batch__mutmut_*",
-             "fexgan.views.x_augment__mutmut_*"],
-    "sampler": ["fexgan.data.xǁPairSamplerǁ*", "fexgan.data.x_split_indices__mutmut_*"],
-    "latent": ["fexgan.models.xǁGeneratorǁreparameterize__mutmut_*"],
+    "losses": ["fexgan.nets.losses.*"],
+    "step": ["fexgan.training.step.x_train_step__mutmut_*", "fexgan.training.step.x_make_batch__mutmut_*",
+             "fexgan.data.views.x_augment__mutmut_*"],
+    "sampler": ["fexgan.data.pairs.xǁPairSamplerǁ*", "fexgan.data.pairs.x_split_indices__mutmut_*"],
+    "latent": ["fexgan.nets.networks.xǁGeneratorǁreparameterize__mutmut_*"],
     "metrics": ["fexgan.metrics.groundtruth.x_compare__mutmut_*", "fexgan.metrics.groundtruth.x_gradient_energy__mutmut_*",
                 "fexgan.metrics.evaluate.x_transfer_metrics__mutmut_*",
                 "fexgan.metrics.accuracy.x_stat__mutmut_*", "fexgan.metrics.accuracy.x_table1_row__mutmut_*"],

@@ -14,9 +14,9 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from fexgan.bench import WARMUP, bench_data, make_rig, sync
 from fexgan.config import build_config
 from fexgan.devices import pick_device
+from fexgan.training.bench import WARMUP, bench_data, make_rig, sync
 
 GROUPS = {  # operator name fragments -> group
     "convolution": ("conv", "mkldnn_convolution"), "batch norm": ("batch_norm",),

@@ -19,11 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from bench_serve import start_server  # this folder is on the path when the script runs
 from PIL import Image
 
-from bench_serve import start_server  # this folder is on the path when the script runs
-
-from fexgan import toon
+from fexgan.data import toon
 
 
 def big_face() -> bytes:

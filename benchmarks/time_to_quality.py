@@ -1,6 +1,6 @@
 """Time to quality: minutes of `fexgan train` until the transfers beat the copy and the judge agrees.
 
-Trains a preset (default `cpu`) on toon faces with `fexgan.train.train` itself, a checkpoint every
+Trains a preset (default `cpu`) on toon faces with `fexgan.training.loop.train` itself, a checkpoint every
 `--every` steps, for at most `--minutes`; then scores every checkpoint the way `fexgan evaluate`
 does: `--n` held-out (val) sources, each transferred to all 7 expressions; the renderer's ground
 truth gives the PSNR of the expression changes beside the do-nothing copy of the source, and the
@@ -28,15 +28,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fexgan import checkpoint as ckpt
-from fexgan.bench import load_average, machine
 from fexgan.config import build_config
-from fexgan.data import load_source, split_indices
+from fexgan.data.pairs import split_indices
+from fexgan.data.sources import load_source
+from fexgan.files import checkpoint as ckpt
 from fexgan.metrics.evaluate import transfer_metrics
 from fexgan.metrics.generated import transfer
 from fexgan.metrics.groundtruth import compare, render_truth
 from fexgan.metrics.judge import get_judge
-from fexgan.train import train
+from fexgan.training.bench import load_average, machine
+from fexgan.training.loop import train
 
 
 def judge_checkpoints(run: Path, cfg, n: int, log=print) -> tuple[list[dict], dict]:

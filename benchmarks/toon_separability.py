@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fexgan import toon
+from fexgan.data import toon
 from fexgan.expressions import EXPRESSIONS
 
 

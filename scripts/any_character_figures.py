@@ -17,11 +17,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 import fexgan
-from fexgan import toon
-from fexgan.checkpoint import read_metadata, resolve_model
+from fexgan.data import toon
 from fexgan.expressions import EXPRESSIONS
-from fexgan.finetune import finetune
+from fexgan.files.checkpoint import read_metadata, resolve_model
 from fexgan.metrics.groundtruth import TOON_SEED
+from fexgan.training.finetune import finetune
 
 ANY, PAPER = "toon-any-64", "toon-128"
 CELL = 96  # every face shown at this side

@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fexgan import toon
-from fexgan.bench import machine
-from fexgan.checkpoint import load_model
-from fexgan.data import load_source, split_indices
-from fexgan.export import export, pretrained_folder
+from fexgan.data import toon
+from fexgan.data.pairs import split_indices
+from fexgan.data.sources import load_source
+from fexgan.files.checkpoint import load_model
+from fexgan.generation.export import export, pretrained_folder
 from fexgan.metrics.evaluate import evaluate
 from fexgan.metrics.generated import transfer
 from fexgan.metrics.judge import get_judge
+from fexgan.training.bench import machine
 
 DESCRIPTION = ("The `{preset}` preset ({size} px, width {width}, latent {latent}) trained on {data}. Turns a face "
                "like those on a plain background to any of the 7 expressions or a mix of them.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fexgan import toon
+from fexgan.data import toon
 from fexgan.expressions import EXPRESSIONS
 
 

@@ -85,7 +85,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model file of the `tiny` preset trained on `toon:4` (32 px), once per session: 200 steps
     (a few seconds) with a light L1 weight, so that its outputs visibly follow the affect."""
     from fexgan.config import build_config
-    from fexgan.train import train
+    from fexgan.training.loop import train
 
     cfg = build_config("tiny", overrides=["data=toon:4", "device=cpu", "threads=1", "steps=200", "gamma=10",
                                           "lr=1e-3"])

@@ -69,7 +69,7 @@ def test_every_test_mutmut_runs_exists() -> None:
 
 @pytest.mark.parametrize("pattern", MUTATION.SCOPE)
 def test_every_function_in_the_mutation_scope_is_in_a_mutated_file(pattern: str) -> None:
-    """`fexgan.solver.x_train_step__mutmut_*`: src/fexgan/solver.py is mutated and defines train_step;
+    """`fexgan.training.step.x_train_step__mutmut_*`: src/fexgan/training/step.py is mutated and defines train_step;
     `fexgan.data.xǁPairSamplerǁ*`: src/fexgan/data.py is mutated and defines class PairSampler."""
     module, _, mangled = pattern.rpartition(".")
     path = "src/" + module.replace(".", "/") + ".py"

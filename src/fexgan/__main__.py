@@ -1,3 +1,3 @@
-from fexgan.cli import main
+from fexgan.cli.main import main
 
 main()

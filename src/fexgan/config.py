@@ -16,7 +16,6 @@ from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 
 IMAGE_SIZES = (32, 64, 128, 256)
-GENERATORS = ("paper", "edit")  # generator designs, the keys of `fexgan.models.GENERATORS`
 
 
 class UnknownKeys(UserError):
@@ -30,8 +29,8 @@ class UnknownKeys(UserError):
 @dataclass
 class ModelConfig:
     """Shape of the networks. `width` multiplies every channel count of the reference layout;
-    `generator` names the generator's design (`GENERATORS`; "paper": the reference layout; "edit": the
-    paper's with the source fed to the decoder, which draws a change of it, `fexgan.models.EditGenerator`)."""
+    `generator` names the generator's design (`fexgan.nets.designs`; "paper": the reference layout; "edit": the
+    paper's with the source fed to the decoder, which draws a change of it, `fexgan.nets.networks.EditGenerator`)."""
 
     generator: str = "paper"
     image_size: int = 128
@@ -47,8 +46,6 @@ class ModelConfig:
         return len(self.classes)
 
     def validate(self) -> None:
-        if self.generator not in GENERATORS:
-            raise UserError(f"generator design '{self.generator}' is not one of {', '.join(GENERATORS)}")
         if self.image_size not in IMAGE_SIZES:
             raise UserError(f"image size {self.image_size} is not supported; choose one of {IMAGE_SIZES}")
         if not 0.05 <= self.width <= 4:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from fexgan.data import to_model_input
+from fexgan.data.images import to_model_input
 from fexgan.metrics.generated import batched, device_of
-from fexgan.models import Discriminator
+from fexgan.nets.networks import Discriminator
 
 # The paper's numbers (FERG-DB, 128 px, 100 epochs).
 PAPER_TABLE1: dict[str, dict[str, float]] = {

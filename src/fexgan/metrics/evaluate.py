@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from fexgan.config import TrainConfig
-from fexgan.data import ImageSet, held_out_indices, held_out_identities, load_source, one_per_identity, split_indices
+from fexgan.data.pairs import (
+    held_out_identities,
+    held_out_indices,
+    one_per_identity,
+    split_indices,
+)
+from fexgan.data.sources import ImageSet, load_source
 from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.metrics.accuracy import PAPER_TABLE1, stat, table1_row
@@ -25,7 +31,7 @@ from fexgan.metrics.groundtruth import compare, has_ground_truth, render_truth
 from fexgan.metrics.judge import Judge, get_judge
 from fexgan.metrics.realism import diversity, frechet_distance
 from fexgan.metrics.report import write_report
-from fexgan.models import Discriminator, Generator
+from fexgan.nets.networks import Discriminator, Generator
 
 SPLITS = ("train", "val", "held_out")  # held_out: the identities a run kept out of its training
 MAX_N = 20000
@@ -68,7 +74,7 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
              n: int = 500, seed: int = 0, device: str = "auto", log=print) -> dict:
     """Evaluate a run folder, model file or shipped model; write metrics.json, report.md and
     figures into `out` (default: <run>/evaluation) and return the metrics."""
-    from fexgan.generate import FExGAN
+    from fexgan.generation.inference import FExGAN
 
     if split not in SPLITS:
         raise UserError(f"split '{split}' is not one of: {', '.join(SPLITS)}")

@@ -1,8 +1,7 @@
-"""How evaluation drives a trained generator: batched transfers and random decoder samples.
-
-Plain torch on the generator's `transfer` and `decode` (`fexgan.models`), in eval mode (no dropout, batch-norm
-running statistics). Transfers decode the latent mean, so they are deterministic; random samples
-draw their latents from a seeded generator. Everything returns uint8 images, as saved images are.
+"""How evaluation drives a trained generator: batched transfers and random decoder samples, through
+the one inference driver (`fexgan.generation.driver`: eval mode, no autograd, fp32 here). Transfers
+decode the latent mean, so they are deterministic; random samples draw their latents from a seeded
+generator. Everything returns uint8 images on the CPU, as saved images are.
 """
 from __future__ import annotations
 
@@ -11,8 +10,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from fexgan.data import to_model_input, to_uint8
-from fexgan.models import Generator
+from fexgan.data.images import to_uint8
+from fexgan.generation.driver import Driver
+from fexgan.nets.networks import Generator
 
 BATCH = 256
 
@@ -27,25 +27,16 @@ def device_of(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-@torch.no_grad()
 def transfer(G: Generator, images: torch.Tensor, source_class: torch.Tensor, target_affect: torch.Tensor) -> torch.Tensor:
     """uint8 sources (N, 3, S, S) with their expression indices (N,) -> uint8 images with the target
     affect vectors (N, classes) applied, decoded from the latent mean."""
-    device, n_cls = device_of(G), G.cfg.num_classes
-
-    def run(x: torch.Tensor, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        return to_uint8(G.transfer(to_model_input(x.to(device)), F.one_hot(src, n_cls).float().to(device),
-                                   tgt.float().to(device)))
-
-    G.eval()
-    return batched(run, images, source_class, target_affect)
+    n_cls = G.cfg.num_classes
+    out = Driver(G, batch=BATCH).transfer(images, F.one_hot(source_class, n_cls).float(), target_affect.float())
+    return to_uint8(out).cpu()
 
 
-@torch.no_grad()
 def sample(G: Generator, classes: torch.Tensor, seed: int) -> torch.Tensor:
     """The decoder alone from latents z ~ N(0, I) (paper Fig. 4): one uint8 image per class index."""
-    device, cfg = device_of(G), G.cfg
+    cfg = G.cfg
     z = torch.randn(len(classes), cfg.latent_dim, generator=torch.Generator().manual_seed(seed))
-    G.eval()
-    return batched(lambda z_, c: to_uint8(G.decode(z_.to(device), F.one_hot(c, cfg.num_classes).float().to(device))),
-                   z, classes)
+    return to_uint8(Driver(G, batch=BATCH).decode(z, F.one_hot(classes, cfg.num_classes).float())).cpu()

@@ -3,7 +3,7 @@
 A toon dataset image named "<char>/<expr>/<n>" was rendered from (character, expression,
 `toon.variation_for(0, char, expr, n, jitter)`). Its true transfer to another affect (mixed ones included)
 is the same character with the same variation and the target affect, composited by
-`fexgan.data.prepare_image` exactly like the training images. Generated images are compared with it
+`fexgan.data.images.prepare_image` exactly like the training images. Generated images are compared with it
 by L1 (pixels in [-1, 1], as the training loss), PSNR and SSIM (pixels in [0, 1]), and by a sharpness
 ratio that a blur cannot pass (its edges' energy over the truth's).
 """
@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
 
-from fexgan.data import ImageSet, parse_source, prepare_image, to_model_input, toon_options
+from fexgan.data.images import prepare_image, to_model_input
+from fexgan.data.sources import ImageSet, parse_source, toon_options
 from fexgan.metrics.generated import batched
 
 TOON_SEED = 0        # the seed the `toon` data source renders with
@@ -28,7 +32,7 @@ def render_truth(data: ImageSet, data_spec: str, indices: torch.Tensor, affects:
                  background: tuple[int, int, int] = (255, 255, 255)) -> torch.Tensor:
     """uint8 (N, 3, S, S): images `indices` of the toon source `data_spec` re-rendered with the affects
     (N, classes)."""
-    from fexgan import toon
+    from fexgan.data import toon
 
     jitter = toon_options(parse_source(data_spec)[1])[2]
     size = int(data.images.shape[-1])

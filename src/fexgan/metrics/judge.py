@@ -24,11 +24,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from fexgan.checkpoint import save_tensors
-from fexgan.data import ImageSet, cache_dir, load_source, parse_source, split_indices, to_model_input
-from fexgan.views import random_view
+from fexgan.data.images import to_model_input
+from fexgan.data.pairs import split_indices
+from fexgan.data.sources import ImageSet, cache_dir, load_source, parse_source
+from fexgan.data.views import random_view
 from fexgan.errors import UserError, warn
 from fexgan.expressions import EXPRESSIONS
+from fexgan.files.checkpoint import save_tensors
 from fexgan.metrics.generated import batched
 
 JUDGE_VERSION = 2

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from fexgan.checkpoint import atomic_write
-from fexgan.data import to_model_input, to_pil
-from fexgan.figures import figure_cells
+from fexgan.data.images import to_model_input, to_pil
+from fexgan.files.checkpoint import atomic_write
+from fexgan.generation.figures import figure_cells
+from fexgan.grids import image_grid
 from fexgan.metrics.accuracy import COLUMNS
-from fexgan.visuals import image_grid
 
 
 def fmt(s: dict | None, digits: int = 3) -> str:

@@ -1,6 +1,6 @@
 """`fexgan serve`: the web demo and HTTP API (see `server`, `engine`, `api`, `page`)."""
-from fexgan.serve.engine import MB, MPX, Engine, Face, Gate, Limits, Request, RequestError
+from fexgan.serve.engine import MB, MPX, Engine, Face, Gate, Limits, RequestError, Task
 from fexgan.serve.page import describe, enlarge
 from fexgan.serve.server import bind, create_app, serve
 
-__all__ = ["MB", "MPX", "Engine", "Face", "Gate", "Limits", "Request", "RequestError", "bind", "create_app", "describe", "enlarge", "serve"]
+__all__ = ["MB", "MPX", "Engine", "Face", "Gate", "Limits", "Task", "RequestError", "bind", "create_app", "describe", "enlarge", "serve"]

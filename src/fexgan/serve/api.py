@@ -1,7 +1,7 @@
 """The HTTP API (FastAPI) at /api: answers PNG (a sprite sheet of one row, RGBA when the face is
 transparent), GIF/APNG/WebP, or JSON with base64 images; errors are JSON {"error": "..."}: 4xx for
 bad input, 413 for a request over the limits, 429 (with Retry-After) when the server is busy. `size` is the output side (default the model's); `matte` as in
-`fexgan.matte`. An upscaled answer says so in the X-Upscaled header (JSON: "upscaled").
+`fexgan.generation.matte`. An upscaled answer says so in the X-Upscaled header (JSON: "upscaled").
 
     GET  /api/info       model name, file size, parameters, configuration, training summary, limits
     POST /api/transfer   image|character [to=all|EXPRESSION|AFFECT] [source] [size] [matte] [format=png|json|sheet]
@@ -21,12 +21,19 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException
 
-from fexgan.animation import (ANIMATIONS, MEDIA_TYPES, animation_bytes, check_fps, frame_count, png_bytes,
-                              sprite_sheet)
 from fexgan.errors import UserError, one_line
-from fexgan.generate import generator_of
-from fexgan.matte import check_matte
-from fexgan.serve.engine import MB, Engine, Request, RequestError
+from fexgan.generation.animation import (
+    ANIMATIONS,
+    MEDIA_TYPES,
+    animation_bytes,
+    check_fps,
+    frame_count,
+    png_bytes,
+    sprite_sheet,
+)
+from fexgan.generation.inference import generator_of
+from fexgan.generation.matte import check_matte
+from fexgan.serve.engine import MB, Engine, RequestError, Task
 
 API_LINES = [line.strip() for line in __doc__.splitlines() if line.strip().startswith(("GET ", "POST "))]
 FORM_SLACK = 64 * 1024  # room for the form fields and multipart boundaries around an upload
@@ -130,12 +137,7 @@ def create_api(engine: Engine) -> FastAPI:
     """The FastAPI app with the /api routes (the page is mounted on it by `create_app`). Each request
     is one `Engine.job`: checked, then decoded, drawn and encoded inside the gate."""
     app = FastAPI(title="fexgan", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
-    limit = engine.limits.max_upload_bytes
-
     add_error_handlers(app)
-
-    def read(image: UploadFile | None) -> bytes | None:
-        return None if image is None else image.file.read(limit + 1)  # enough to tell that it is too large
 
     @app.get("/api")
     def index() -> dict:
@@ -146,6 +148,27 @@ def create_api(engine: Engine) -> FastAPI:
     def info() -> dict:
         return engine.info()
 
+    add_image_routes(app, engine)
+    add_animation_routes(app, engine)
+
+    @app.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def unknown(path: str) -> None:
+        raise RequestError(f"no such endpoint /api/{path}; see GET /api", 404)
+
+    app.add_middleware(BodyLimit, max_upload_bytes=engine.limits.max_upload_bytes)
+    return app
+
+
+def reader(engine: Engine) -> Callable[[UploadFile | None], bytes | None]:
+    """An upload's bytes, read to one byte past the limit (enough to tell that it is too large)."""
+    limit = engine.limits.max_upload_bytes
+    return lambda image: None if image is None else image.file.read(limit + 1)
+
+
+def add_image_routes(app: FastAPI, engine: Engine) -> None:
+    """transfer, mix and sample: answers of still images."""
+    read = reader(engine)
+
     @app.post("/api/transfer")
     def transfer(image: UploadFile | None = File(None), character: str | None = Form(None), to: str = Form("all"),
                  source: str | None = Form(None), size: int | None = Form(None), matte: str = Form("auto"),
@@ -153,7 +176,7 @@ def create_api(engine: Engine) -> FastAPI:
         check_format(format, IMAGE_FORMATS)
         check_matte(matte)
         _, labels, _ = engine.model.targets(to)
-        with engine.job(Request(len(labels), size, read(image), character, source)) as face:
+        with engine.job(Task(len(labels), size, read(image), character, source)) as face:
             images, labels = engine.transfer(face, to, size, matte)
             return images_response(images, labels, format, face.source, engine.check_size(size))
 
@@ -164,7 +187,7 @@ def create_api(engine: Engine) -> FastAPI:
         check_format(format, IMAGE_FORMATS)
         check_matte(matte)
         engine.model.affect(affect)
-        with engine.job(Request(1, size, read(image), character, source)) as face:
+        with engine.job(Task(1, size, read(image), character, source)) as face:
             return images_response([engine.mix(face, affect, size, matte)], [affect], format, face.source,
                                    engine.check_size(size))
 
@@ -175,10 +198,16 @@ def create_api(engine: Engine) -> FastAPI:
         check_matte(matte, has_input=False)
         engine.model.affect(expression)
         generator_of(seed)
-        with engine.job(Request(engine.check_samples(n), size), needs_face=False):
+        with engine.job(Task(engine.check_samples(n), size), needs_face=False):
             images = engine.sample(expression, n, seed, size, matte)
             return images_response(images, [f"{expression}_{i}" for i in range(n)], format,
                                    upscaled=engine.check_size(size))
+
+
+
+def add_animation_routes(app: FastAPI, engine: Engine) -> None:
+    """morph, and classify (which reads a face as the others do)."""
+    read = reader(engine)
 
     @app.post("/api/morph")
     def morph(image: UploadFile | None = File(None), character: str | None = Form(None),
@@ -191,7 +220,7 @@ def create_api(engine: Engine) -> FastAPI:
         check_matte(matte)
         for name in (start, end):
             engine.model.affect(name)
-        with engine.job(Request(engine.check_frames(frames), size, read(image), character, source)) as face:
+        with engine.job(Task(engine.check_frames(frames), size, read(image), character, source)) as face:
             clip = engine.morph(face, [start, end], frames, loop, size, matte)
             return animation_response(clip, format, fps, face.source, engine.check_size(size))
 
@@ -199,13 +228,6 @@ def create_api(engine: Engine) -> FastAPI:
     def classify(image: UploadFile | None = File(None), character: str | None = Form(None)) -> dict:
         if engine.model.discriminator is None:
             raise RequestError("this model file has no discriminator, so it cannot classify expressions")
-        with engine.job(Request(1, None, read(image), character)) as face:
+        with engine.job(Task(1, None, read(image), character)) as face:
             return {"expression": face.source, "probabilities": face.probabilities,
                     "distance": round(face.distance, 4), "recognised": round(face.recognised, 4), "far": face.far}
-
-    @app.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    def unknown(path: str) -> None:
-        raise RequestError(f"no such endpoint /api/{path}; see GET /api", 404)
-
-    app.add_middleware(BodyLimit, max_upload_bytes=limit)
-    return app

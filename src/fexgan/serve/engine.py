@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fexgan import toon
-from fexgan.data import MIN_IMAGE_SIDE, open_image, prepare_image
+from fexgan.data import toon
+from fexgan.data.images import MIN_IMAGE_SIDE, open_image, prepare_image
 from fexgan.errors import UserError
-from fexgan.generate import FExGAN
-from fexgan.matte import MIN_SIZE, upscale_note
+from fexgan.generation.inference import FExGAN
+from fexgan.generation.matte import MIN_SIZE, upscale_note
 
 MB = 2**20
 MPX = 2**20  # a megapixel, as the limits count them
@@ -77,7 +77,7 @@ class Face:
 
 
 @dataclass(frozen=True)
-class Request:
+class Task:
     """What a request asks for, checked before it takes a place at the gate: the face (upload bytes or
     a toon character; neither for the decoder alone), its source expression, and its outputs."""
 
@@ -173,44 +173,44 @@ class Engine:
             raise RequestError(f"size must be between {MIN_SIZE} and {self.limits.max_size} px, got {size}")
         return upscale_note(self.model.config.image_size, [size])
 
-    def check(self, request: Request, needs_face: bool = True) -> int:
+    def check(self, task: Task, needs_face: bool = True) -> int:
         """Check a request's face and sizes before any work; its cost in pixels."""
-        self.check_size(request.size)
+        self.check_size(task.size)
         upload = 0
         if needs_face:
-            if request.source is not None:
-                self.model.affect(request.source)
-            if request.upload is not None and request.character:
+            if task.source is not None:
+                self.model.affect(task.source)
+            if task.upload is not None and task.character:
                 raise RequestError("give an image or a toon character, not both")
-            if request.upload is not None:
-                upload = self.check_upload(request.upload)
-            elif request.character:
-                self._character_key(request.character)
-                if request.source is not None and request.source.strip().lower() != self.neutral:
+            if task.upload is not None:
+                upload = self.check_upload(task.upload)
+            elif task.character:
+                self._character_key(task.character)
+                if task.source is not None and task.source.strip().lower() != self.neutral:
                     raise RequestError(f"a toon character's face is {self.neutral}; leave out source")
             else:
                 raise RequestError(f"give an image file (field 'image') or a toon character (field 'character': "
                                    f"{', '.join(self.characters)})")
-        side = request.size or self.model.config.image_size
-        return upload + request.outputs * side * side
+        side = task.size or self.model.config.image_size
+        return upload + task.outputs * side * side
 
     @contextmanager
-    def job(self, request: Request, needs_face: bool = True) -> Iterator[Face | None]:
+    def job(self, task: Task, needs_face: bool = True) -> Iterator[Face | None]:
         """Check the request, take a place at the gate, and (when it names one) open its face there."""
-        pixels = self.check(request, needs_face)
+        pixels = self.check(task, needs_face)
         with self.gate(pixels):
-            yield self.face(request) if needs_face else None
+            yield self.face(task) if needs_face else None
 
     # ------------------------------------------------------------------------- faces (inside a job)
-    def face(self, request: Request) -> Face:
+    def face(self, task: Task) -> Face:
         """The face a checked request names: its upload, or a toon character's neutral face."""
         self.gate.check_held()
-        if request.upload is not None:
-            original = open_image(request.upload)
+        if task.upload is not None:
+            original = open_image(task.upload)
             if max(original.size) > self.limits.max_size:
                 original.thumbnail((self.limits.max_size,) * 2, Image.Resampling.LANCZOS)
-            return self._face(original, request.source)
-        key = self._character_key(request.character or "")
+            return self._face(original, task.source)
+        key = self._character_key(task.character or "")
         if key not in self._character_faces:
             size = max(self.model.config.image_size, 128)
             self._character_faces[key] = toon.render_face(self.characters[key], "neutral", size=size)

@@ -20,14 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from fexgan.animation import ANIMATIONS, MEDIA_TYPES, animation_bytes, png_bytes, sprite_sheet
 from fexgan.errors import UserError, one_line
 from fexgan.expressions import MIXED_PAIRS
-from fexgan.figures import figure_cells
-from fexgan.generate import RECOGNISED
+from fexgan.generation.animation import (
+    ANIMATIONS,
+    MEDIA_TYPES,
+    animation_bytes,
+    png_bytes,
+    sprite_sheet,
+)
+from fexgan.generation.figures import figure_cells
+from fexgan.generation.inference import RECOGNISED
+from fexgan.grids import image_grid
 from fexgan.serve.api import b64
-from fexgan.serve.engine import MB, Engine, Face, Request, RequestError
-from fexgan.visuals import image_grid
+from fexgan.serve.engine import MB, Engine, Face, RequestError, Task
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -126,9 +132,9 @@ class Page:
         """Everything that changes with the face: state, classifier reading, strip, mix."""
         return face, face.probabilities, self.strip(face), self.mixed(face, weights)
 
-    def shown(self, request: Request, weights: Sequence[float]) -> tuple:
-        """The face of `request` and everything shown with it (the strip's faces and the mix: 8 outputs)."""
-        with self.engine.job(replace(request, outputs=len(self.classes) + 1)) as face:
+    def shown(self, task: Task, weights: Sequence[float]) -> tuple:
+        """The face of `task` and everything shown with it (the strip's faces and the mix: 8 outputs)."""
+        with self.engine.job(replace(task, outputs=len(self.classes) + 1)) as face:
             return self.show(face, weights)
 
     @in_page
@@ -136,7 +142,7 @@ class Page:
         if not payload or not payload.get("path"):
             return (gradio().skip(),) * 5
         data = received(payload, self.uploads, self.engine.limits.max_upload_bytes)
-        shown = self.shown(Request(upload=data), weights)
+        shown = self.shown(Task(upload=data), weights)
         face = shown[0]
         if face.far:
             unread = face.recognised is not None and face.recognised < RECOGNISED
@@ -148,13 +154,13 @@ class Page:
 
     @in_page
     def on_character(self, name: str, *weights: float) -> tuple:
-        shown = self.shown(Request(character=name), weights)
+        shown = self.shown(Task(character=name), weights)
         return (enlarge(shown[0].image), *shown)
 
     @in_page
     def on_random(self, *weights: float) -> tuple:
         seed = random.randrange(2**31)
-        with self.engine.job(Request(len(self.classes) + 2), needs_face=False):
+        with self.engine.job(Task(len(self.classes) + 2), needs_face=False):
             face = self.engine.random_face(seed)
             shown = self.show(face, weights)
         gradio().Info(f"random face, seed {seed}")
@@ -163,7 +169,7 @@ class Page:
     def mix_job(self, face: Face | None, weights: Sequence[float]) -> Any:
         if face is None:
             return gradio().skip()
-        with self.engine.job(Request(1), needs_face=False):
+        with self.engine.job(Task(1), needs_face=False):
             return self.mixed(face, weights)
 
     @in_page
@@ -182,7 +188,7 @@ class Page:
         """A sprite sheet of every expression at the chosen size, with its layout JSON, to download."""
         if face is None:
             raise RequestError("choose a face first")
-        with self.engine.job(Request(len(self.classes), self.sizes[size]), needs_face=False):
+        with self.engine.job(Task(len(self.classes), self.sizes[size]), needs_face=False):
             images, labels = self.engine.transfer(face, "all", self.sizes[size])
             sheet, layout = sprite_sheet(images, labels, image_name="expressions_sheet.png", source=face.source)
             data = png_bytes(sheet)
@@ -196,7 +202,7 @@ class Page:
         if face is None:
             raise RequestError("choose a face first on the Expressions tab")
         count = self.engine.check_frames(int(frames))
-        with self.engine.job(Request(count, self.sizes[size]), needs_face=False):
+        with self.engine.job(Task(count, self.sizes[size]), needs_face=False):
             clip = self.engine.morph(face, [start, end], count, loop, self.sizes[size])
             data = animation_bytes(clip, kind, fps)
             name = f"morph_{start}_{end}.{'png' if kind == 'apng' else kind}"

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from fexgan.errors import UserError, warn
-from fexgan.generate import FExGAN
+from fexgan.generation.inference import FExGAN
 from fexgan.serve.api import create_api
 from fexgan.serve.engine import Engine, Limits
 from fexgan.serve.guard import FileGuard
