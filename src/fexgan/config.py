@@ -184,21 +184,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Exactly the reference layout and the paper's schedule.
     "paper": {"model": {"image_size": 128, "width": 1.0}, "batch_size": 32, "epochs": 100},
     # 64 px, a quarter of the widths: an epoch of the default toon set in a few minutes on 2 cores.
-    # The adversarial weight drops after a fifth of the run, not half: on toon faces the judge's
-    # expression accuracy climbs sooner (benchmarks/RESULTS.md, "Training speed": time to quality).
-    # No augmentation: the toon faces' fixed camera keeps every pair aligned, and the paired shift/zoom
-    # cost 3.8 dB of ground-truth PSNR at 3,000 steps (docs/toon-faces.md, "Aligned pairs").
+    # The adversarial weight drops after a fifth of the run, not half: on toon faces the judge reads the
+    # expressions sooner (benchmarks/RESULTS.md, "Time to quality"). No augmentation: the toon faces'
+    # fixed camera keeps every pair aligned, and a shift or zoom blurs the L1 target (docs/toon-faces.md).
     "cpu": {"model": {"image_size": 64, "width": 0.25}, "batch_size": 32, "epochs": 30,
             "lr": 5e-4, "late_fraction": 0.2, "sample_every": 250, "checkpoint_every": 250,
             "augment_shift": 0.0, "augment_scale": 0.0},
     # Any character: the cpu preset with the edit design (model.generator=edit), trained on 248 of 256
-    # toon characters; the last 8 are held out for the zero-shot test (evaluate --split held_out). Four
-    # times the 64 characters of before, for as many steps: +0.63 dB on unseen ones (docs/any-character.md).
-    # D's classifier learns from real images only: taught fakes as their target, it called half-made edits
-    # done (judge 0.64 on unseen characters after 11,760 steps, 0.81 after 5,700 without; docs/any-character.md).
-    # D sees random views of every image (d_augment): on clean ones its classifier accepted faint expressions
-    # (judge 0.957 on unseen characters; with the views 0.995 at the same PSNR; docs/any-character.md).
-    # The decoder draws alone (Fig. 4) on every other step, weighted twice: saves 0.08 of a paper-design step.
+    # toon characters; the last 8 are held out for the zero-shot test (evaluate --split held_out). D's
+    # classifier learns from real images only (taught fakes as their target, it calls half-made edits
+    # done), and sees random views of every image (d_augment: on clean ones it accepts faint expressions).
+    # The decoder draws alone (Fig. 4) on every other step, weighted twice. Measurements: docs/any-character.md.
     "any": {"model": {"image_size": 64, "width": 0.25, "generator": "edit"}, "batch_size": 32, "epochs": 14,
             "data": "toon:20:256", "held_out": 8, "d_classify_fakes": False, "d_augment": True, "alone_every": 2, "lr": 5e-4,
             "late_fraction": 0.2, "sample_every": 500, "checkpoint_every": 500, "augment_shift": 0.0,
