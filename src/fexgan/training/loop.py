@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -174,7 +176,10 @@ class Trainer:
             print(f"starting from the weights of {path}")
 
     def open_logs(self) -> tuple:
-        """log.jsonl and TensorBoard, both cut back to `step` (a resumed or rolled-back run logs each step once)."""
+        """log.jsonl and TensorBoard, both cut back to `step` (a resumed or rolled-back run logs each step once).
+        TensorBoard writes its event files with its own stub of TensorFlow's file API: where TensorFlow is installed
+        (the `keras` extra) it would import it instead, for 6 s, half a GB and a screen of TensorFlow's messages."""
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
         from torch.utils.tensorboard import SummaryWriter
 
         runs.trim_log(self.out / "log.jsonl", self.step)
