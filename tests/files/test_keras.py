@@ -148,6 +148,11 @@ def test_what_is_not_the_references_weights_is_refused_in_one_line(small_model: 
         f.create_dataset("x", data=np.zeros(3))
     with pytest.raises(UserError, match="holds no Keras weights"):
         import_keras(enc, dec, tmp_path / "other.h5", out, cfg=SMALL)
+    with h5py.File(tmp_path / "damaged.h5", "w") as f:
+        f.attrs["layer_names"] = [b"mu"]
+        f.create_group("mu").attrs["weight_names"] = [b"mu/kernel:0"]  # listed, not there
+    with pytest.raises(UserError, match="damaged.h5: its Keras weights cannot be read .*damaged"):
+        import_keras(enc, dec, tmp_path / "damaged.h5", out, cfg=SMALL)
     # the decoder's file given as the encoder's: the layer and both shapes are named
     with pytest.raises(UserError, match=r"layer 'sequential_\d+/conv2d_transpose_\d+' has kernel \(4, 4, \d+, \d+\); "
                                         r"the paper layout's encoder block 1's convolution expects kernel \(4, 4, 4, 32\)"):

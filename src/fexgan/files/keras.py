@@ -102,19 +102,28 @@ def read_h5(path: Path) -> list[KerasLayer]:
         raise UserError(f"Keras weights file {path} does not exist")
     if not h5py.is_hdf5(path):
         raise UserError(f"{path} is not an HDF5 file; give the .h5 files the reference's Keras models were saved to")
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            if not _names(root, "layer_names"):
+                raise UserError(f"{path} is an HDF5 file but holds no Keras weights (no layer_names); save the model "
+                                f"with Keras' model.save('NAME.h5') or save_weights('NAME.h5')")
+            return _layers(root)
+    except (KeyError, OSError, ValueError, TypeError) as err:
+        raise UserError(f"{path}: its Keras weights cannot be read ({err.__class__.__name__}: {err}); the file may be "
+                        f"truncated or damaged") from None
+
+
+def _layers(root: object) -> list[KerasLayer]:
+    """The weights of every layer `layer_names` lists, grouped by the layer that owns each."""
     layers: dict[str, KerasLayer] = {}
-    with h5py.File(path, "r") as f:
-        root = f["model_weights"] if "model_weights" in f else f
-        if not _names(root, "layer_names"):
-            raise UserError(f"{path} is an HDF5 file but holds no Keras weights (no layer_names); save the model with "
-                            f"Keras' model.save('NAME.h5') or save_weights('NAME.h5')")
-        for layer_name in _names(root, "layer_names"):
-            group = root[layer_name]
-            for weight_name in _names(group, "weight_names"):
-                *owner, variable = weight_name.split("/")
-                key = "/".join(owner) if owner and owner[0] == layer_name else "/".join([layer_name, *owner])
-                layer = layers.setdefault(key, KerasLayer(key))
-                layer.weights[variable.split(":")[0]] = np.asarray(group[weight_name], dtype=np.float32)
+    for layer_name in _names(root, "layer_names"):
+        group = root[layer_name]  # type: ignore[index]
+        for weight_name in _names(group, "weight_names"):
+            *owner, variable = weight_name.split("/")
+            key = "/".join(owner) if owner and owner[0] == layer_name else "/".join([layer_name, *owner])
+            layer = layers.setdefault(key, KerasLayer(key))
+            layer.weights[variable.split(":")[0]] = np.asarray(group[weight_name], dtype=np.float32)
     return list(layers.values())
 
 
