@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fexgan.config import PRESETS, TrainConfig, build_config
+from fexgan.config import NUMERICS, PRESETS, ModelConfig, TrainConfig, build_config
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 
@@ -22,6 +22,42 @@ def test_presets() -> None:
     t = build_config("tiny")
     assert t.model.image_size == 32 and t.data == "toon:4" and t.batch_size == 8
     assert set(PRESETS) == {"paper", "cpu", "any", "tiny"}
+
+
+# The reference's numerics as ../shared/paper/reference-architecture.md states them ("Numeric defaults", the
+# layer tables): setting -> (the reference's value, today's default, which every other preset keeps).
+REFERENCE = {
+    "model.leaky_slope": (0.3, 0.2),                   # Keras' LeakyReLU() (encoder, discriminator)
+    "model.norm_momentum": (0.01, 0.1),                # Keras' BatchNormalization() momentum 0.99, in PyTorch's sense
+    "model.norm_eps": (1e-3, 1e-5),                    # ... and its epsilon
+    "model.norm_init": ("ones", "normal"),             # ... and its starting scale (gamma = 1)
+    "model.conv_init": ("normal", "normal"),           # convolutions: N(0, 0.02), set by the reference
+    "model.deconv_init": ("normal", "normal"),         # transposed convolutions: likewise
+    "model.dense_init": ("glorot_uniform", "normal"),  # mu, the decoder's 7 -> 64, the discriminator's heads
+    "model.dropout": (0.5, 0.5),                       # the decoder's 2, 4 and 8 px blocks
+    "adam_eps": (1e-7, 1e-8),                          # Keras' Adam
+}
+
+
+def setting(cfg: TrainConfig, key: str) -> object:
+    return getattr(cfg.model, key[len("model."):]) if key.startswith("model.") else getattr(cfg, key)
+
+
+def test_the_paper_preset_has_the_references_numerics_and_the_others_keep_the_defaults() -> None:
+    assert {f"model.{k}" for k in NUMERICS} <= set(REFERENCE)  # every numeric setting is in the table
+    paper = build_config("paper")
+    assert {key: setting(paper, key) for key in REFERENCE} == {key: ref for key, (ref, _) in REFERENCE.items()}
+    for preset in set(PRESETS) - {"paper"}:
+        cfg = build_config(preset)
+        assert {key: setting(cfg, key) for key in REFERENCE} == {key: old for key, (_, old) in REFERENCE.items()}, preset
+        assert cfg.model.custom_numerics() == {}
+    assert {key: setting(TrainConfig(), key) for key in REFERENCE} == {key: old for key, (_, old) in REFERENCE.items()}
+    # a configuration saved before the numerics existed loads with the defaults
+    old = {k: v for k, v in ModelConfig().to_dict().items() if k not in NUMERICS}
+    assert ModelConfig.from_dict(old) == ModelConfig()
+    # and they can be set one by one
+    cfg = build_config("tiny", overrides=["model.leaky_slope=0.3", "model.dense_init=glorot_uniform", "adam_eps=1e-7"])
+    assert (cfg.model.leaky_slope, cfg.model.dense_init, cfg.adam_eps) == (0.3, "glorot_uniform", 1e-7)
 
 
 def test_overrides_take_the_type_of_the_value_they_replace(tmp_path: Path) -> None:
@@ -43,7 +79,9 @@ def test_overrides_take_the_type_of_the_value_they_replace(tmp_path: Path) -> No
     ("steps=2.5", "not a valid int"), ("amp=maybe", "not a valid bool"), ("model.image_size=100", "image size"),
     ("model.width=0", "width"), ("batch_size=1", "batch size"), ("steps=-1", "negative"),
     ("betas=0.9", "betas"), ("model.background=0,0", "background"), ("device=tpu", "device"),
-    ("model.classes=joy", "at least 2"),
+    ("model.classes=joy", "at least 2"), ("model.leaky_slope=1", "leaky_slope"), ("model.norm_eps=0", "norm_eps"),
+    ("model.norm_momentum=1.5", "norm_momentum"), ("model.conv_init=he", "conv_init"), ("model.norm_init=zeros", "norm_init"),
+    ("adam_eps=0", "adam_eps"),
 ])
 def test_bad_overrides_are_user_errors(override: str, message: str) -> None:
     with pytest.raises(UserError, match=message):

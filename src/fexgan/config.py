@@ -16,6 +16,11 @@ from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 
 IMAGE_SIZES = (32, 64, 128, 256)
+KERNEL_INITS = ("normal", "glorot_uniform")  # normal: N(0, 0.02), DCGAN's; glorot_uniform: Keras' default
+NORM_INITS = ("normal", "ones")              # batch-norm scales: normal: N(1, 0.02), DCGAN's; ones: Keras' default
+
+
+NUMERICS = ("leaky_slope", "norm_momentum", "norm_eps", "conv_init", "deconv_init", "dense_init", "norm_init")
 
 
 class UnknownKeys(UserError):
@@ -40,10 +45,32 @@ class ModelConfig:
     classes: tuple[str, ...] = EXPRESSIONS
     # Normalisation of pixels: x in [0, 255] -> x / 127.5 - 1, on RGB composited over `background`.
     background: tuple[int, int, int] = (255, 255, 255)
+    # Numerics (`NUMERICS`). The defaults are DCGAN's, what every model before them was trained with; the
+    # `paper` preset sets the reference's, which its Keras layers inherit from Keras' defaults.
+    leaky_slope: float = 0.2         # LeakyReLU's negative slope (encoder, discriminator); Keras' LeakyReLU(): 0.3
+    norm_momentum: float = 0.1       # batch norm's running statistics, PyTorch's sense; Keras' momentum 0.99 is 0.01 here
+    norm_eps: float = 1e-5           # batch norm's epsilon; Keras: 1e-3
+    conv_init: str = "normal"        # convolution kernels (`KERNEL_INITS`); the reference gives them N(0, 0.02)
+    deconv_init: str = "normal"      # transposed-convolution kernels; likewise N(0, 0.02) in the reference
+    dense_init: str = "normal"       # the dense layers the reference builds without an initialiser (the encoder's mu,
+                                     # the decoder's first affect layer, the discriminator's two heads): Glorot-uniform
+                                     # there; its other dense layers are N(0, 0.02) and log-sigma's zeros in every preset
+    norm_init: str = "normal"        # batch-norm scales (`NORM_INITS`); Keras starts them at ones. Biases start at zero.
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def custom_numerics(self) -> dict[str, Any]:
+        """The numerics (`NUMERICS`) that differ from the defaults: {} for every model made before they existed."""
+        default = ModelConfig()
+        return {k: getattr(self, k) for k in NUMERICS if getattr(self, k) != getattr(default, k)}
+
+    def stored_dict(self) -> dict[str, Any]:
+        """What a model file records: `to_dict` less the numerics left at their defaults, so a model with the
+        defaults is described exactly as before they existed (and read by every fexgan)."""
+        custom = self.custom_numerics()
+        return {k: v for k, v in self.to_dict().items() if k not in NUMERICS or k in custom}
 
     def validate(self) -> None:
         if self.image_size not in IMAGE_SIZES:
@@ -58,6 +85,16 @@ class ModelConfig:
             raise UserError("a model needs at least 2 expression classes")
         if len(self.background) != 3 or not all(0 <= c <= 255 for c in self.background):
             raise UserError(f"background {self.background} must be three values in 0-255, e.g. 255,255,255")
+        if not 0 <= self.leaky_slope < 1:
+            raise UserError(f"leaky_slope {self.leaky_slope} must be in [0, 1)")
+        for key in ("norm_momentum", "norm_eps"):
+            if not 0 < getattr(self, key) < 1:
+                raise UserError(f"{key} {getattr(self, key)} must be in (0, 1)")
+        for key in ("conv_init", "deconv_init", "dense_init"):
+            if getattr(self, key) not in KERNEL_INITS:
+                raise UserError(f"{key} '{getattr(self, key)}' is not one of {', '.join(KERNEL_INITS)}")
+        if self.norm_init not in NORM_INITS:
+            raise UserError(f"norm_init '{self.norm_init}' is not one of {', '.join(NORM_INITS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,6 +126,7 @@ class TrainConfig:
     minutes: float = 0.0             # > 0: stop after this much wall time
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
+    adam_eps: float = 1e-8           # Adam's epsilon (PyTorch's default; Keras' is 1e-7, the `paper` preset's)
     alpha: float = 1.0               # weight of the generator's adversarial + auxiliary term
     alpha_late: float = 0.1          # ... its binary adversarial part after `late_fraction` of training
     late_fraction: float = 0.5       # the paper lowers the adversarial weight after half the epochs
@@ -136,6 +174,8 @@ class TrainConfig:
             raise UserError(f"learning rate {self.lr} must be a positive number")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise UserError(f"betas {self.betas} must be two numbers in [0, 1), e.g. 0.5,0.999")
+        if not 0 < self.adam_eps < 1:
+            raise UserError(f"adam_eps {self.adam_eps} must be in (0, 1)")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"device '{self.device}' is not one of auto, cpu, cuda")
         at_least = {"log_every": 1, "keep_checkpoints": 1, "min_images_per_class": 1, "sample_every": 0,
@@ -180,9 +220,18 @@ class TrainConfig:
         return cls(model=model, **d)
 
 
+# The reference's numerics: what its layers, built without arguments, inherit from Keras (its LeakyReLU's slope,
+# its batch norms' momentum, epsilon and starting scales, Glorot-uniform dense layers where it names no
+# initialiser, Adam's epsilon), with the N(0, 0.02) it gives every convolution and its 0.5 dropout
+# (../shared/paper/reference-architecture.md, "Numeric defaults"; docs/ferg.md).
+PAPER_NUMERICS: dict[str, Any] = {"leaky_slope": 0.3, "norm_momentum": 0.01, "norm_eps": 1e-3, "conv_init": "normal",
+                                  "deconv_init": "normal", "dense_init": "glorot_uniform", "norm_init": "ones",
+                                  "dropout": 0.5}
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # Exactly the reference layout and the paper's schedule.
-    "paper": {"model": {"image_size": 128, "width": 1.0}, "batch_size": 32, "epochs": 100},
+    # Exactly the reference layout, its numerics and the paper's schedule.
+    "paper": {"model": {"image_size": 128, "width": 1.0, **PAPER_NUMERICS}, "batch_size": 32, "epochs": 100,
+              "adam_eps": 1e-7},
     # 64 px, a quarter of the widths: an epoch of the default toon set in a few minutes on 2 cores.
     # The adversarial weight drops after a fifth of the run, not half: on toon faces the judge reads the
     # expressions sooner (benchmarks/RESULTS.md, "Time to quality"). No augmentation: the toon faces'

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fexgan import __version__
-from fexgan.config import build_config
+from fexgan.config import NUMERICS, build_config
 from fexgan.data import toon
 from fexgan.errors import UserError
 from fexgan.files import checkpoint as ckpt
@@ -87,12 +87,29 @@ def test_the_format_version_is_the_oldest_reader_that_understands_the_file() -> 
     cfg = build_config("tiny").model
     assert ckpt.format_version(cfg) == 1
     assert ckpt.format_version(type(cfg)(**{**cfg.to_dict(), "generator": "edit"})) == 2  # its design's format
+    assert ckpt.format_version(build_config("paper").model) == 3  # the reference's numerics
+
+
+def test_a_model_file_records_only_the_numerics_that_differ_from_the_defaults(model_file: Path, tmp_path: Path) -> None:
+    """A model with the default numerics is described as before they existed; the reference's are recorded
+    and come back; a file without them (an older fexgan's) loads with the defaults."""
+    stored = json.loads(ckpt.raw_metadata(model_file)["model_config"])
+    assert not set(stored) & set(NUMERICS)
+    cfg = build_config("tiny", overrides=["model.leaky_slope=0.3", "model.norm_eps=1e-3", "model.norm_init=ones"]).model
+    path = tmp_path / "keras.safetensors"
+    ckpt.save_model(path, build_generator(cfg), None, cfg)
+    meta = ckpt.raw_metadata(path)
+    assert meta["format"] == "fexgan-model-3"
+    assert {k: v for k, v in json.loads(meta["model_config"]).items() if k in NUMERICS} == {
+        "leaky_slope": 0.3, "norm_eps": 1e-3, "norm_init": "ones"}
+    loaded = ckpt.load_model(path)
+    assert loaded.config == cfg and loaded.generator.encoder.blocks[1][1].eps == 1e-3
 
 
 # ----------------------------------------------------------------------------- what loading refuses
 def test_a_newer_format_is_refused_naming_its_maker(model_file: Path, tmp_path: Path) -> None:
-    newer = rewrite(model_file, tmp_path / "newer.safetensors", format="fexgan-model-3", made_by="fexgan 9.0")
-    with pytest.raises(UserError, match=r"made by fexgan 9\.0 in model format 3, newer than .* reads \(up to 2\); upgrade"):
+    newer = rewrite(model_file, tmp_path / "newer.safetensors", format="fexgan-model-4", made_by="fexgan 9.0")
+    with pytest.raises(UserError, match=r"made by fexgan 9\.0 in model format 4, newer than .* reads \(up to 3\); upgrade"):
         ckpt.load_model(newer)
     assert_refused(cli_transfer(newer, tmp_path), tmp_path, "fexgan 9.0", "upgrade fexgan")
 

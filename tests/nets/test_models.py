@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fexgan.config import IMAGE_SIZES, ModelConfig
+from fexgan.config import IMAGE_SIZES, PAPER_NUMERICS, ModelConfig
 from fexgan.nets.designs import build_generator
 from fexgan.nets.networks import (
     Decoder,
@@ -244,3 +244,32 @@ def test_the_edit_design_adds_only_its_skips_and_head_to_the_papers_weights() ->
     extra = {k.split(".")[0] for k in set(edit.state_dict()) - set(paper.state_dict())}
     assert extra == {"head", "skips"}
     assert set(paper.state_dict()) <= set(edit.state_dict())
+
+
+@torch.no_grad()
+def test_the_configured_numerics_reach_every_layer() -> None:
+    """The reference's numerics (the `paper` preset's) in every LeakyReLU, batch norm and initialiser, the
+    edit design's extra modules included; the defaults stay DCGAN's."""
+    small = {"image_size": 32, "width": 0.25, "latent_dim": 16}
+    torch.manual_seed(0)
+    cfg = ModelConfig(**small, **PAPER_NUMERICS)
+    G, D, edit = Generator(cfg), Discriminator(cfg), EditGenerator(cfg)
+    for net in (G, D, edit):
+        assert {m.negative_slope for m in net.modules() if isinstance(m, nn.LeakyReLU)} == {0.3}
+        norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert norms and all(m.eps == 1e-3 and m.momentum == 0.01 and bool((m.weight == 1).all()) for m in norms)
+    # Glorot-uniform where the reference names no initialiser: within +-sqrt(6 / (fan_in + fan_out)), spread as uniform
+    for layer in (G.encoder.mu, G.decoder.affect_in[0], D.real_fake, D.classifier):
+        bound = math.sqrt(6 / sum(layer.weight.shape))
+        assert float(layer.weight.abs().max()) <= bound and not layer.bias.any()
+        assert float(layer.weight.std()) == pytest.approx(bound / math.sqrt(3), rel=0.2)
+    # N(0, 0.02) where the reference says so: its other dense layers and every convolution
+    for layer in (G.encoder.affect_plane[0], G.decoder.z_in[0], G.decoder.affect_in[1], G.encoder.blocks[2][0],
+                  G.decoder.blocks[0][0], D.features[1][0]):
+        assert float(layer.weight.std()) == pytest.approx(0.02, rel=0.2)
+    assert not G.encoder.log_sigma.weight.any()
+    default = Generator(ModelConfig(**small))
+    assert {m.negative_slope for m in default.modules() if isinstance(m, nn.LeakyReLU)} == {0.2}
+    norms = [m for m in default.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.eps == 1e-5 and m.momentum == 0.1 and bool((m.weight != 1).all()) for m in norms)
+    assert float(default.encoder.mu.weight.std()) == pytest.approx(0.02, rel=0.2)

@@ -438,3 +438,14 @@ def test_user_mistakes_write_nothing(run_a: Path, face_folder: Path, tmp_path: P
     assert {p: p.stat().st_mtime_ns for p in run_a.rglob("*")} == before
     with pytest.raises(UserError, match="not a run folder"):
         prepare_run(tmp_path, tiny(face_folder), resume=True)
+
+
+def test_a_run_never_imports_tensorflow(tmp_path: Path) -> None:
+    """TensorBoard's event files are written without TensorFlow, also where the `keras` extra installed it."""
+    code = ("import sys; from fexgan.config import build_config; from fexgan.training.loop import train; "
+            f"train(build_config('tiny', overrides=['steps=2', 'device=cpu', 'threads=1']), {str(tmp_path / 'run')!r}, "
+            "progress=False); print('tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False" and "TensorFlow" not in proc.stderr
+    assert list((tmp_path / "run" / "tb").iterdir())  # the event file is still written

@@ -258,6 +258,21 @@ def export_model(
                   soft_wrap=True)
 
 
+@app.command("import-keras")
+def import_keras(
+    encoder: Path = typer.Argument(..., help="the reference's encoder, saved by Keras to HDF5 (.h5)"),
+    decoder: Path = typer.Argument(..., help="its decoder (.h5)"),
+    discriminator: Path = typer.Argument(..., help="its discriminator (.h5)"),
+    out: Path = typer.Option(..., help="the fexgan model file to write (.safetensors)"),
+) -> None:
+    """Turn the reference's trained Keras weights into a fexgan model of the paper preset (docs/ferg.md)."""
+    from fexgan.files.keras import import_keras as run_import
+
+    path = run_import(encoder, decoder, discriminator, out)
+    console.print(f"[green]done:[/] {escape(str(path))} (the paper preset's layout and numerics, imported from Keras)",
+                  highlight=False, soft_wrap=True)
+
+
 @app.command()
 def models() -> None:
     """The models shipped with the package (use their names as MODEL) and their evaluation numbers."""

@@ -2,10 +2,12 @@
 the model file a name means (`resolve_model`: a run folder, a file or a shipped model).
 
 - A model file (`*.safetensors`) holds generator and discriminator weights (`generator.*`,
-  `discriminator.*`) and, in its metadata, the `ModelConfig`, a training summary, the design's name
-  and the fexgan that made it, so the file alone rebuilds the model. Its format version is the
-  oldest reader that understands it: 1 for the paper's design (every fexgan reads it), 2 for the
-  other designs (an older fexgan refuses them instead of loading them as the paper's model).
+  `discriminator.*`) and, in its metadata, the `ModelConfig` (its numerics only where they differ from
+  the defaults), a training summary, the design's name and the fexgan that made it, so the file alone
+  rebuilds the model. Its format version is the oldest reader that understands it: 1 for the paper's
+  design (every fexgan reads it), 2 for the other designs (an older fexgan refuses them instead of
+  loading them as the paper's model), 3 for a model whose numerics are not the defaults (the `paper`
+  preset's Keras numerics: an older fexgan would build it with the wrong slope and batch-norm epsilon).
   Loading refuses what this version does not understand (a newer format, an unknown setting, an
   unknown tensor) with one line naming the fexgan that made the file.
 - A checkpoint is a model file plus `*.state.pt` (optimisers, RNG and data-order state), loaded with
@@ -41,14 +43,17 @@ from fexgan.nets.designs import build_generator, design_of
 from fexgan.nets.networks import Discriminator, Generator, build_discriminator
 
 FORMAT = "fexgan-model-"  # + the format version
-READS = 2                 # the newest format version this fexgan reads
+READS = 3                 # the newest format version this fexgan reads
 MADE_BY = f"fexgan {__version__}"
 # Shipped models that were replaced (old name -> new name, why): the old name fails with a line naming the new one.
 RENAMED = {"toon-64": ("toon-128", "128 px like the paper, trained on the aligned toon faces of renderer version 3")}
 
 
 def format_version(cfg: ModelConfig) -> int:
-    """The oldest format version that describes a model of `cfg`: its design's (1 for the paper's)."""
+    """The oldest format version that describes a model of `cfg`: 3 when its numerics are not the defaults,
+    else its design's (1 for the paper's)."""
+    if cfg.custom_numerics():
+        return 3
     return design_of(cfg.generator).file_format
 
 
@@ -107,7 +112,7 @@ def save_model(path: Path, generator: Generator, discriminator: Discriminator | 
         raise UserError(f"refusing to write {path}: {len(bad)} tensors hold NaN or inf (e.g. {bad[0]}); "
                         f"train with a lower learning rate")
     meta = {**(metadata or {}), "format": f"{FORMAT}{format_version(cfg)}", "made_by": MADE_BY,
-            "design": cfg.generator, "model_config": json.dumps(cfg.to_dict()),
+            "design": cfg.generator, "model_config": json.dumps(cfg.stored_dict()),
             "summary": json.dumps(summary or {}), "sha256": tensors_sha256(tensors)}
     save_tensors(path, tensors, meta)
 

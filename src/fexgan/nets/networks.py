@@ -32,16 +32,45 @@ def decoder_channels(cfg: ModelConfig) -> list[int]:
     return [_ch(c, cfg.width) for c in [512] * (n - 3) + [256, 128]]
 
 
-def init_weights(module: nn.Module) -> None:
-    """N(0, 0.02) for convolutions and dense layers, (1, 0.02) for batch-norm scales, as DCGAN."""
+def _kernel_init(weight: torch.Tensor, scheme: str) -> None:
+    """`ModelConfig`'s kernel initialisers: "normal" N(0, 0.02) (DCGAN), "glorot_uniform" (Keras' default;
+    PyTorch's fans of a transposed convolution's (in, out, k, k) kernel swap Keras', and their sum is the same)."""
+    if scheme == "glorot_uniform":
+        nn.init.xavier_uniform_(weight)
+    else:
+        nn.init.normal_(weight, 0.0, 0.02)
+
+
+def init_weights(module: nn.Module, cfg: ModelConfig | None = None) -> None:
+    """Convolutions and transposed convolutions by `cfg.conv_init` / `cfg.deconv_init`, dense layers N(0, 0.02),
+    biases zero, batch-norm scales by `cfg.norm_init`; without `cfg` (and by default) all as DCGAN: N(0, 0.02),
+    scales N(1, 0.02). The dense layers the reference leaves at Keras' default follow `keras_default_dense`."""
+    conv, deconv, norm = (cfg.conv_init, cfg.deconv_init, cfg.norm_init) if cfg is not None else ("normal",) * 3
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            _kernel_init(m.weight, conv if isinstance(m, nn.Conv2d) else deconv if isinstance(m, nn.ConvTranspose2d)
+                         else "normal")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
+            if norm == "ones":
+                nn.init.ones_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def keras_default_dense(layer: nn.Linear, cfg: ModelConfig) -> None:
+    """A dense layer the reference builds without an initialiser: `cfg.dense_init` (Keras: Glorot-uniform);
+    left as `init_weights` made it under the default, so a default model draws the same numbers as before."""
+    if cfg.dense_init != "normal":
+        _kernel_init(layer.weight, cfg.dense_init)
+        nn.init.zeros_(layer.bias)
+
+
+def batch_norm(channels: int, cfg: ModelConfig) -> nn.BatchNorm2d:
+    """Batch norm with the configuration's momentum (PyTorch's sense: Keras' 0.99 is 0.01) and epsilon."""
+    return nn.BatchNorm2d(channels, eps=cfg.norm_eps, momentum=cfg.norm_momentum)
 
 
 class Dropout(nn.Module):
@@ -63,12 +92,12 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
-def _down(cin: int, cout: int, norm: bool, act: bool) -> nn.Sequential:
+def _down(cin: int, cout: int, norm: bool, act: bool, cfg: ModelConfig) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]
     if norm:
-        layers.append(nn.BatchNorm2d(cout))
+        layers.append(batch_norm(cout, cfg))
     if act:
-        layers.append(nn.LeakyReLU(0.2, inplace=True))
+        layers.append(nn.LeakyReLU(cfg.leaky_slope, inplace=True))
     return nn.Sequential(*layers)
 
 
@@ -83,12 +112,13 @@ class Encoder(nn.Module):
         chs = encoder_channels(cfg)
         blocks, cin = [], 4
         for i, cout in enumerate(chs):
-            blocks.append(_down(cin, cout, norm=i > 0, act=i < len(chs) - 1))
+            blocks.append(_down(cin, cout, norm=i > 0, act=i < len(chs) - 1, cfg=cfg))
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.mu = nn.Linear(cin, cfg.latent_dim)
         self.log_sigma = nn.Linear(cin, cfg.latent_dim)
-        init_weights(self)
+        init_weights(self, cfg)
+        keras_default_dense(self.mu, cfg)
         nn.init.zeros_(self.log_sigma.weight)  # start at sigma = 1, as the reference
 
     def forward(self, image: torch.Tensor, affect: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +139,7 @@ class Decoder(nn.Module):
         blocks, cin, size = [], 2 * hidden, 1
         for cout in decoder_channels(cfg):
             size *= 2
-            layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout)]
+            layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), batch_norm(cout, cfg)]
             if size <= 8 and cfg.dropout > 0:  # the reference drops out in the 2, 4 and 8 px blocks
                 layers.append(Dropout(cfg.dropout))
             layers.append(nn.ReLU(inplace=True))
@@ -117,7 +147,8 @@ class Decoder(nn.Module):
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.out = nn.Sequential(nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Tanh())
-        init_weights(self)
+        init_weights(self, cfg)
+        keras_default_dense(self.affect_in[0], cfg)
 
     def features(self, z: torch.Tensor, affect: torch.Tensor, skips: dict[int, torch.Tensor] | None = None
                  ) -> torch.Tensor:
@@ -193,7 +224,7 @@ class SourceSkips(nn.Module):
         chs = decoder_channels(cfg)[::-1][:levels]  # the decoder's channels at S/2, S/4, ...
         downs, cin = [], 3 + cfg.num_classes
         for cout in chs:  # 3 x 3 stride-2 convolutions: 9/16 of the cost of the reference's 4 x 4 ones
-            downs.append(nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1), nn.LeakyReLU(0.2, inplace=True)))
+            downs.append(nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1), nn.LeakyReLU(cfg.leaky_slope, inplace=True)))
             cin = cout
         self.downs = nn.ModuleList(downs)
         self.projections = nn.ModuleList(nn.Conv2d(c, c, 1) for c in chs)
@@ -269,12 +300,14 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c1, c2, c3 = _ch(64, cfg.width), _ch(128, cfg.width), _ch(512, cfg.width)
-        self.features = nn.Sequential(_down(3, c1, norm=False, act=True), _down(c1, c2, norm=True, act=True),
-                                      _down(c2, c3, norm=True, act=True), nn.Flatten())
+        self.features = nn.Sequential(_down(3, c1, False, True, cfg), _down(c1, c2, True, True, cfg),
+                                      _down(c2, c3, True, True, cfg), nn.Flatten())
         n_feat = c3 * (cfg.image_size // 8) ** 2
         self.real_fake = nn.Linear(n_feat, 1)
         self.classifier = nn.Linear(n_feat, cfg.num_classes)
-        init_weights(self)
+        init_weights(self, cfg)
+        keras_default_dense(self.real_fake, cfg)
+        keras_default_dense(self.classifier, cfg)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(image)

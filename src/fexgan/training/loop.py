@@ -178,9 +178,9 @@ class Trainer:
             print(f"starting from the weights of {path}")
 
     def open_logs(self) -> tuple:
-        """log.jsonl and TensorBoard, both cut back to `step` (a resumed or rolled-back run logs each step once)."""
-        # TensorBoard's own switch (the module the tensorboard-notf build ships): its stub of TensorFlow,
-        # so that writing event files never imports TensorFlow where it is installed (seconds, and its logs)
+        """log.jsonl and TensorBoard, both cut back to `step` (a resumed or rolled-back run logs each step once).
+        TensorBoard writes its event files with its own stub of TensorFlow's file API: where TensorFlow is installed
+        (the `keras` extra) it would import it instead, for 6 s, half a GB and a screen of TensorFlow's messages."""
         sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
         from torch.utils.tensorboard import SummaryWriter
 

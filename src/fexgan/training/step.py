@@ -83,8 +83,8 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     if cfg.channels_last:  # NHWC: tensor cores on CUDA, oneDNN's fastest layout on CPU (-6..10% CPU time)
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas, **fused)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas, **fused)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps, **fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps, **fused)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     if ctx is not None and ctx.enabled:
         if cfg.sync_batchnorm:
