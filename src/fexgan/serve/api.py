@@ -1,7 +1,7 @@
 """The HTTP API (FastAPI) at /api: answers PNG (a sprite sheet of one row, RGBA when the face is
 transparent), GIF/APNG/WebP, or JSON with base64 images; errors are JSON {"error": "..."}: 4xx for
-bad input, 413 for a request over the limits, 429 (with Retry-After) when the server is busy. `size` is the output side (default the model's); `matte` as in
-`fexgan.generation.matte`. An upscaled answer says so in the X-Upscaled header (JSON: "upscaled").
+bad input, 413 for a request over the limits, 429 (with Retry-After) when the server is busy. `size`
+is the output side (default the model's); `matte` as in `fexgan.generation.matte`. An upscaled answer says so in the X-Upscaled header (JSON: "upscaled").
 
     GET  /api/info       model name, file size, parameters, configuration, training summary, limits
     POST /api/transfer   image|character [to=all|EXPRESSION|AFFECT] [source] [size] [matte] [format=png|json|sheet]
@@ -202,7 +202,6 @@ def add_image_routes(app: FastAPI, engine: Engine) -> None:
             images = engine.sample(expression, n, seed, size, matte)
             return images_response(images, [f"{expression}_{i}" for i in range(n)], format,
                                    upscaled=engine.check_size(size))
-
 
 
 def add_animation_routes(app: FastAPI, engine: Engine) -> None:

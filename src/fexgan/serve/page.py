@@ -34,6 +34,7 @@ from fexgan.generation.inference import RECOGNISED
 from fexgan.grids import image_grid
 from fexgan.serve.api import b64
 from fexgan.serve.engine import MB, Engine, Face, RequestError, Task
+from fexgan.serve.guard import inside
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -105,8 +106,7 @@ def received(payload: dict, folder: Path, limit: int) -> bytes:
     """The bytes of a file the page's upload route received: the path in `payload` must name a file in
     `folder` (the server's own upload folder, symbolic links resolved); a client cannot name another."""
     path = os.path.realpath(str(payload.get("path", "")))
-    inside = os.path.commonpath([path, os.path.realpath(folder)]) == os.path.realpath(folder)
-    if not inside or not os.path.isfile(path):
+    if not inside(path, os.path.realpath(folder)) or not os.path.isfile(path):
         raise RequestError("this server did not receive that file; upload the image again")
     with open(path, "rb") as f:
         return f.read(limit + 1)  # enough to tell that a file is too large
