@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI) at /api: answers PNG (a sprite sheet of one row, RGBA when the face is
 transparent), GIF/APNG/WebP, or JSON with base64 images; errors are JSON {"error": "..."}: 4xx for
 bad input, 413 for a request over the limits, 429 (with Retry-After) when the server is busy. `size`
-is the output side (default the model's); `matte` as in `fexgan.generation.matte`. An upscaled answer says so in the X-Upscaled header (JSON: "upscaled").
+is the output side (default the model's); `matte` as in `fexgan.generation.matte`. An upscaled answer
+says so in the X-Upscaled header (JSON: "upscaled").
 
     GET  /api/info       model name, file size, parameters, configuration, training summary, limits
     POST /api/transfer   image|character [to=all|EXPRESSION|AFFECT] [source] [size] [matte] [format=png|json|sheet]
