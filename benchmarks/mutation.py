@@ -51,7 +51,7 @@ def function_of(mutant: str) -> str:
 def statuses() -> dict[str, str]:
     """Every generated mutant's status, as `mutmut results` lists it ('not checked' before a run)."""
     listing = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True).stdout
-    return {m: s.strip() for m, s in re.findall(r"^\s*(\S+__mutmut_\d+): (.+)$", listing, flags=re.M)}
+    return {m: s.strip() for m, s in re.findall(r"^\s*(\S+__mutmut_\d+): (.+)$", listing, flags=re.MULTILINE)}
 
 
 def generate(max_children: int) -> None:

@@ -93,7 +93,7 @@ def run_tests(tree: Path, tests: str) -> tuple[bool, float, str, str]:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", tests],
                           cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
     last = (proc.stdout.strip().splitlines() or [""])[-1]
-    failed = re.search(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.M)
+    failed = re.search(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.MULTILINE)
     return proc.returncode == 0, time.time() - start, last, failed.group(1) if failed else ""
 
 

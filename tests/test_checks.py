@@ -34,7 +34,7 @@ MUTMUT = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
 
 def defines(path: Path, name: str) -> bool:
     """Whether the file at `path` defines a function or method `name`."""
-    return re.search(rf"^\s*def {re.escape(name)}\(", path.read_text(), flags=re.M) is not None
+    return re.search(rf"^\s*def {re.escape(name)}\(", path.read_text(), flags=re.MULTILINE) is not None
 
 
 @pytest.mark.parametrize("bug", PLANTED.BUGS, ids=lambda bug: bug.name)
@@ -80,7 +80,7 @@ def test_every_function_in_the_mutation_scope_is_in_a_mutated_file(pattern: str)
     name = re.sub(r"__mutmut_\*$", "", mangled)
     if name.startswith("xǁ"):
         cls, _, method = name[2:].partition("ǁ")
-        assert re.search(rf"^class {cls}\b", (ROOT / path).read_text(), flags=re.M), pattern
+        assert re.search(rf"^class {cls}\b", (ROOT / path).read_text(), flags=re.MULTILINE), pattern
         assert method in ("", "*") or defines(ROOT / path, method), pattern
     else:
         assert defines(ROOT / path, name.removeprefix("x_")), pattern

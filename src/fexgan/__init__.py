@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from fexgan.generation.inference import FExGAN
 
 __version__ = "0.1.0"
-__all__ = ["EXPRESSIONS", "MIXED_PAIRS", "UserError", "load", "parse_affect", "__version__"]
+__all__ = ["EXPRESSIONS", "MIXED_PAIRS", "UserError", "__version__", "load", "parse_affect"]
 
 
 def load(model: str, device: str = "auto", precision: str = "auto") -> "FExGAN":

@@ -130,7 +130,7 @@ def test_sidecar_is_enough_to_run_a_transfer_without_fexgan(onnx_export: tuple[P
     canvas = Image.new("RGBA", face.size, tuple(card["input"]["background"]) + (255,))
     canvas.alpha_composite(face)
     rgb = np.asarray(canvas.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)[None] / 127.5 - 1
-    affect = lambda name: np.eye(7, dtype=np.float32)[[card["classes"].index(name)]]  # noqa: E731
+    affect = lambda name: np.eye(7, dtype=np.float32)[[card["classes"].index(name)]]
     y = session(out / "generator.onnx").run(None, {"image": rgb, "source_affect": affect("neutral"),
                                                    "target_affect": affect("joy")})[0]
     pixels = np.clip((y[0].transpose(1, 2, 0) + 1) * 127.5, 0, 255).round().astype(np.uint8)

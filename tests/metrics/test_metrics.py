@@ -160,7 +160,7 @@ def test_transfer_metrics_on_hand_made_predictions():
     predicted, kept = torch.tensor([1, 0, 0, 1, 2, 0]), torch.tensor([True, True, False, False, True, True])
     character = torch.tensor([0, 0, 1, 1, 1, 1])
     m = transfer_metrics(classes, source, target, predicted, kept, character, ["x", "y"])
-    approx = lambda v: pytest.approx(v, abs=1e-5)  # noqa: E731
+    approx = lambda v: pytest.approx(v, abs=1e-5)
     assert m["expression_accuracy"] == {"value": approx(4 / 6), "n": 6}
     assert m["identity_preservation"] == {"value": approx(4 / 6), "n": 6}
     assert m["per_target"]["a"]["expression_accuracy"] == {"value": approx(2 / 3), "n": 3}

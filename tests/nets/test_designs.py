@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 from conftest import losses
+from torch import nn
 
 import fexgan
 from fexgan.config import TrainConfig, build_config
@@ -23,7 +23,7 @@ from fexgan.training.loop import train
 class TintGenerator(Generator):
     """The paper's generator plus a learned tint per expression, added to what the decoder draws."""
 
-    def __init__(self, cfg) -> None:  # noqa: ANN001
+    def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.tint = nn.Parameter(torch.zeros(cfg.num_classes, 3))
 

@@ -31,9 +31,9 @@ pytestmark = pytest.mark.browser
 if not CHROMIUM.exists():
     pytest.skip(f"the browser test needs Chromium at {CHROMIUM} (Debian: apt-get install chromium)",
                 allow_module_level=True)
-from playwright import sync_api  # noqa: E402  (a dev dependency: installed with the package's [dev] extra)
+from playwright import sync_api
 
-from fexgan.serve import enlarge  # noqa: E402
+from fexgan.serve import enlarge
 
 
 @pytest.fixture(scope="module")

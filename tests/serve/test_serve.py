@@ -277,9 +277,8 @@ def test_the_gate_bounds_running_and_waiting_calls_and_their_pixels() -> None:
             release.wait(10)
 
     def refused(pixels: int) -> RequestError:
-        with pytest.raises(RequestError) as err:
-            with gate(pixels):
-                pass
+        with pytest.raises(RequestError) as err, gate(pixels):
+            pass
         return err.value
 
     assert refused(101).status == 413 and "megapixels of work" in str(refused(101))  # too much alone

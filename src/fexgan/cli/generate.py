@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -35,7 +35,7 @@ def device_option() -> typer.models.OptionInfo:
     return typer.Option("auto", help="auto | cpu | cuda")
 
 
-def report(written: "Report", model_size: int, out: Path) -> None:
+def report(written: Report, model_size: int, out: Path) -> None:
     """The command's last lines: upscaling, what was written (frame counts as read back), skipped inputs
     (then exit status 1: some outputs are missing)."""
     from fexgan.errors import warn
@@ -61,7 +61,7 @@ def sample(
     n: int = typer.Option(16, help="samples per expression (1-1024)"),
     seed: int = typer.Option(0, help="random seed of the latents"),
     format_: str = typer.Option("strip", "--format", help=f"{FORMAT_HELP} (png and frames: --out is a folder)"),
-    size: Optional[int] = size_option(),
+    size: int | None = size_option(),
     matte: str = typer.Option("none", help="none | key: cut the faces out of the background colour"),
     fps: float = typer.Option(2, help="frames per second of an animation"),
     out: Path = typer.Option(..., help="output file (.png/.jpg; .gif/.webp for an animation) or folder"),
@@ -81,12 +81,12 @@ def transfer(
     images: list[Path] = typer.Argument(..., help="image files and/or folders of images"),
     to: list[str] = typer.Option(..., help="target: an expression, all, or one mixed affect like anger=0.5,sadness=0.5; "
                                  "repeat for several (--to joy --to anger)"),
-    from_: Optional[str] = typer.Option(None, "--from", help="source expression (default: predicted by the discriminator)"),
-    format_: Optional[str] = typer.Option(None, "--format", help=f"{FORMAT_HELP} (default: strip for all, else png)"),
-    size: Optional[int] = size_option(),
+    from_: str | None = typer.Option(None, "--from", help="source expression (default: predicted by the discriminator)"),
+    format_: str | None = typer.Option(None, "--format", help=f"{FORMAT_HELP} (default: strip for all, else png)"),
+    size: int | None = size_option(),
     keep_size: bool = typer.Option(False, help="give each output its input's size"),
     matte: str = matte_option(),
-    columns: Optional[int] = typer.Option(None, help="cells per row of a sprite sheet (default: all in one row)"),
+    columns: int | None = typer.Option(None, help="cells per row of a sprite sheet (default: all in one row)"),
     fps: float = typer.Option(2, help="frames per second of an animation through the targets"),
     sample_latent: bool = typer.Option(False, help="draw the latent from N(mu, sigma) instead of using mu"),
     seed: int = typer.Option(0, help="random seed for --sample-latent"),
@@ -111,13 +111,13 @@ def mix(
     model: str = typer.Argument(..., help=MODEL_HELP),
     images: list[Path] = typer.Argument(..., help="image files and/or folders of images"),
     affect: list[str] = typer.Option(..., help="affect vector, e.g. anger=0.5,sadness=0.5 (repeat for several)"),
-    from_: Optional[str] = typer.Option(None, "--from", help="source expression (default: predicted)"),
-    format_: Optional[str] = typer.Option(None, "--format", help=f"{FORMAT_HELP} (default: png; a strip for "
+    from_: str | None = typer.Option(None, "--from", help="source expression (default: predicted)"),
+    format_: str | None = typer.Option(None, "--format", help=f"{FORMAT_HELP} (default: png; a strip for "
                                           "several --affect into one file)"),
-    size: Optional[int] = size_option(),
+    size: int | None = size_option(),
     keep_size: bool = typer.Option(False, help="give each output the input's size"),
     matte: str = matte_option(),
-    columns: Optional[int] = typer.Option(None, help="cells per row of a sprite sheet (default: all in one row)"),
+    columns: int | None = typer.Option(None, help="cells per row of a sprite sheet (default: all in one row)"),
     fps: float = typer.Option(2, help="frames per second of an animation through the mixes"),
     out: Path = typer.Option(..., help="output file (one input) or folder"),
     device: str = device_option(),
@@ -138,20 +138,20 @@ def morph(
     model: str = typer.Argument(..., help=MODEL_HELP),
     images: list[Path] = typer.Argument(..., help="image files and/or folders of images"),
     from_: str = typer.Option("neutral", "--from", help="first expression of the animation"),
-    to: Optional[str] = typer.Option(None, help="last expression (default: the --from one)"),
+    to: str | None = typer.Option(None, help="last expression (default: the --from one)"),
     via: list[str] = typer.Option([], help="expressions to pass through on the way (repeatable)"),
     frames: int = typer.Option(24, help="number of frames (2-1000), all of them written"),
     loop: bool = typer.Option(False, help="return to the start, for a seamless loop"),
     fps: float = typer.Option(12, help="frames per second"),
-    face_b: Optional[Path] = typer.Option(None, help="second face: also move from each input's latent to this one's"),
-    source: Optional[str] = typer.Option(None, help="expression of the inputs (and --face-b) (default: predicted)"),
-    format_: Optional[str] = typer.Option(None, "--format", help="gif | apng | webp | sheet | frames (default: from "
+    face_b: Path | None = typer.Option(None, help="second face: also move from each input's latent to this one's"),
+    source: str | None = typer.Option(None, help="expression of the inputs (and --face-b) (default: predicted)"),
+    format_: str | None = typer.Option(None, "--format", help="gif | apng | webp | sheet | frames (default: from "
                                           "--out's suffix: .gif, .png/.apng, .webp; gif for a folder)"),
-    size: Optional[int] = size_option(),
+    size: int | None = size_option(),
     matte: str = matte_option(),
-    columns: Optional[int] = typer.Option(None, help="cells per row of a sprite sheet (default: all in one row)"),
+    columns: int | None = typer.Option(None, help="cells per row of a sprite sheet (default: all in one row)"),
     out: Path = typer.Option(..., help="output file (one input) or folder (one animation per input)"),
-    frames_dir: Optional[Path] = typer.Option(None, help="also write every frame as PNG here (one input)"),
+    frames_dir: Path | None = typer.Option(None, help="also write every frame as PNG here (one input)"),
     device: str = device_option(),
 ) -> None:
     """A smooth animation through affect space (and optionally from one face to another)."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -68,17 +67,17 @@ def main() -> None:
 
 @app.command()
 def train(
-    data: Optional[str] = typer.Option(None, help="toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH"),
+    data: str | None = typer.Option(None, help="toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH"),
     preset: str = typer.Option("cpu", help="paper | cpu | any | tiny"),
-    config: Optional[Path] = typer.Option(None, help="JSON file of configuration values (applied after the preset)"),
-    out: Optional[Path] = typer.Option(None, help="run folder (default runs/<preset>-<time>)"),
-    epochs: Optional[int] = typer.Option(None, min=1, help="train for this many epochs"),
-    steps: Optional[int] = typer.Option(None, min=1, help="train for this many steps (wins over epochs)"),
-    minutes: Optional[float] = typer.Option(None, min=0.01, help="train for this much wall time (wins over epochs)"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
-    seed: Optional[int] = typer.Option(None, help="random seed"),
+    config: Path | None = typer.Option(None, help="JSON file of configuration values (applied after the preset)"),
+    out: Path | None = typer.Option(None, help="run folder (default runs/<preset>-<time>)"),
+    epochs: int | None = typer.Option(None, min=1, help="train for this many epochs"),
+    steps: int | None = typer.Option(None, min=1, help="train for this many steps (wins over epochs)"),
+    minutes: float | None = typer.Option(None, min=0.01, help="train for this much wall time (wins over epochs)"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda"),
+    seed: int | None = typer.Option(None, help="random seed"),
     set_: list[str] = typer.Option([], "--set", help="override any value: --set lr=1e-4 --set model.width=0.5"),
-    resume: Optional[Path] = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
+    resume: Path | None = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     quiet: bool = typer.Option(False, help="no progress bar"),
     nproc: int = typer.Option(1, min=1, max=1024, help="processes on this machine: runs torchrun for you (gloo on CPU, NCCL with one GPU each)"),
 ) -> None:
@@ -131,10 +130,10 @@ def train(
 def finetune(
     model: str = typer.Argument(..., help="run folder, .safetensors model file or shipped model name"),
     data: str = typer.Option(..., help="the new character: folder:PATH (identity/expression/*.png; one neutral face is enough)"),
-    out: Optional[Path] = typer.Option(None, help="run folder (default runs/finetune-<time>)"),
+    out: Path | None = typer.Option(None, help="run folder (default runs/finetune-<time>)"),
     minutes: float = typer.Option(3.0, min=0.01, help="train for this much wall time"),
     steps: int = typer.Option(0, min=0, help="train for this many steps instead (wins over --minutes)"),
-    replay: Optional[str] = typer.Option(None, help="data replayed beside it (default: what the model was trained on)"),
+    replay: str | None = typer.Option(None, help="data replayed beside it (default: what the model was trained on)"),
     set_: list[str] = typer.Option([], "--set", help="override any value: --set replay_share=0.7 --set lr=5e-5"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
@@ -155,7 +154,7 @@ def data_render(
     size: int = typer.Option(128, help="image size in pixels, 32..256"),
     characters: int = typer.Option(6, help="identities, 1..256 (the first 6 are hand-designed)"),
     seed: int = typer.Option(0, help="random seed: the same arguments give byte-identical files"),
-    workers: Optional[int] = typer.Option(None, help="worker processes (default: every core)"),
+    workers: int | None = typer.Option(None, help="worker processes (default: every core)"),
     jitter: bool = typer.Option(False, "--jitter", help="add head shift, zoom, rotation and lighting jitter "
                                 "(default: a fixed camera and light, as FERG-DB)"),
 ) -> None:
@@ -196,7 +195,7 @@ app.add_typer(generation)  # sample, transfer, mix, morph: fexgan.cli.generate
 @app.command()
 def figures(
     run: Path = typer.Argument(..., help="run folder"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default RUN/figures)"),
+    out: Path | None = typer.Option(None, help="output folder (default RUN/figures)"),
     n: int = typer.Option(8, help="random samples per expression in Fig. 4"),
     seed: int = typer.Option(0, help="random seed of Fig. 4"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -293,11 +292,11 @@ def models() -> None:
 @app.command()
 def evaluate(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    data: Optional[str] = typer.Option(None, help="data source (default: the run's, or the model file's training data)"),
+    data: str | None = typer.Option(None, help="data source (default: the run's, or the model file's training data)"),
     split: str = typer.Option("val", help="val | train | held_out (the identities the run never trained on): the images transferred and judged"),
     n: int = typer.Option(500, help="source images drawn from the split (each is transferred to all 7 expressions)"),
     seed: int = typer.Option(0, help="random seed of the image choice, targets and samples"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default RUN/evaluation)"),
+    out: Path | None = typer.Option(None, help="output folder (default RUN/evaluation)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Measure a trained model: the paper's Table 1, a judge's expression and identity scores, FID,

@@ -4,8 +4,8 @@ Models see `to_model_input(uint8)` = x / 127.5 - 1 in [-1, 1].
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

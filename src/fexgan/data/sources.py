@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def __add__(self, other: "ImageSet") -> "ImageSet":
+    def __add__(self, other: ImageSet) -> ImageSet:
         """Both sets in one, `other`'s identities after these (same classes and image size)."""
         if other.classes != self.classes or other.images.shape[1:] != self.images.shape[1:]:
             raise UserError("cannot combine data sets of different expressions or image sizes")

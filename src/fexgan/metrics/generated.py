@@ -5,7 +5,7 @@ generator. Everything returns uint8 images on the CPU, as saved images are.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

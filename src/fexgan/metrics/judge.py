@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,7 @@ class JudgeConfig:
         self.input_size = self.input_size or min(self.image_size, MAX_INPUT)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "JudgeConfig":
+    def from_dict(cls, d: dict) -> JudgeConfig:
         return cls(**{**d, "classes": tuple(d["classes"]), "identities": tuple(d["identities"])})
 
 

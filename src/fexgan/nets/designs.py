@@ -65,7 +65,7 @@ def design_of(name: str) -> Design:
     return DESIGNS[name]
 
 
-def build_generator(cfg_model) -> Generator:  # noqa: ANN001 (a ModelConfig)
+def build_generator(cfg_model) -> Generator:
     """The generator of the design `cfg_model.generator`, freshly initialised."""
     return design_of(cfg_model.generator).generator(cfg_model)
 

@@ -3,4 +3,4 @@ from fexgan.serve.engine import MB, MPX, Engine, Face, Gate, Limits, RequestErro
 from fexgan.serve.page import describe, enlarge
 from fexgan.serve.server import bind, create_app, serve
 
-__all__ = ["MB", "MPX", "Engine", "Face", "Gate", "Limits", "Task", "RequestError", "bind", "create_app", "describe", "enlarge", "serve"]
+__all__ = ["MB", "MPX", "Engine", "Face", "Gate", "Limits", "RequestError", "Task", "bind", "create_app", "describe", "enlarge", "serve"]

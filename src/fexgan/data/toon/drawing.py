@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -24,7 +24,7 @@ def _mix(a: RGB, b: RGB, t: float) -> RGB:
     return tuple(int(x + (y - x) * t) for x, y in zip(a, b))  # type: ignore[return-value]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lin(a: float, b: float, n: int) -> np.ndarray:
     """``np.linspace``, cached (read-only: the renderer reuses these every face)."""
     out = np.linspace(a, b, n)
@@ -32,7 +32,7 @@ def _lin(a: float, b: float, n: int) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _circle(n: int) -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([np.cos(t), np.sin(t)], axis=1)
