@@ -14,16 +14,16 @@ from pathlib import Path
 import torch
 
 import fexgan
-from fexgan.config import build_config
 from fexgan.data import toon
+from fexgan.presets import build_config
 from fexgan.training.loop import train
 
 
 def snapshot() -> dict:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
-        cfg = build_config("tiny", overrides=["device=cpu", "threads=1", "steps=50", "checkpoint_every=20",
-                                              "sample_every=25"])
+        cfg = build_config("tiny", overrides=["run.device=cpu", "run.threads=1", "run.steps=50", "logging.checkpoint_every=20",
+                                              "logging.sample_every=25"])
         train(cfg, Path(d) / "run", progress=False)
         logs = [json.loads(line) for line in (Path(d) / "run" / "log.jsonl").read_text().splitlines()]
     model = fexgan.load("toon-128", device="cpu", precision="fp32")

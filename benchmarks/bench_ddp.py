@@ -25,8 +25,8 @@ def throughput(preset: str, steps: int, nproc: int, device: str) -> float:
         out = Path(tmp) / "run"
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         cmd = [FEXGAN, "train", "--preset", preset, "--steps", str(steps), "--out", str(out), "--nproc", str(nproc),
-               "--device", device, "--quiet", "--set", "threads=1", "--set", "log_every=5",
-               "--set", "sample_every=0", "--set", "checkpoint_every=0"]
+               "--device", device, "--quiet", "--set", "run.threads=1", "--set", "logging.log_every=5",
+               "--set", "logging.sample_every=0", "--set", "logging.checkpoint_every=0"]
         subprocess.run(cmd, check=True, env=env, capture_output=True)
         rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
         return statistics.median(r["images_per_s"] for r in rows[len(rows) // 4:])

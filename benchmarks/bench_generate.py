@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from fexgan.config import build_config
 from fexgan.data.toon import make_characters, render_face
 from fexgan.files.checkpoint import save_model
 from fexgan.generation.inference import FExGAN
 from fexgan.nets.networks import Discriminator, Generator
+from fexgan.presets import build_config
 
 
 def model_for(preset: str, folder: Path, device: str) -> FExGAN:

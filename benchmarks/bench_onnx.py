@@ -21,10 +21,10 @@ import onnxruntime as ort
 import torch
 
 import fexgan
-from fexgan.config import build_config
 from fexgan.files.checkpoint import save_model, shipped_models
 from fexgan.generation.export import MeanTransfer, export
 from fexgan.nets.networks import Discriminator, Generator
+from fexgan.presets import build_config
 
 
 def model_file(name: str, folder: Path) -> str:

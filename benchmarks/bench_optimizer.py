@@ -13,8 +13,8 @@ import statistics
 
 import torch
 
-from fexgan.config import build_config
 from fexgan.data.sources import load_source
+from fexgan.presets import build_config
 from fexgan.training.bench import make_rig, timed
 
 CPU = torch.device("cpu")
@@ -24,8 +24,8 @@ def step_ms(cfg, data, fused: bool, steps: int) -> float:
     """Median milliseconds per training step (sampler, batch, step) with fused or foreach Adam."""
     rig = make_rig(cfg, CPU, data)
     kind = {"fused": True} if fused else {"foreach": True}
-    rig.nets.opt_g = torch.optim.Adam(rig.nets.G.parameters(), lr=cfg.lr, betas=cfg.betas, **kind)
-    rig.nets.opt_d = torch.optim.Adam(rig.nets.D.parameters(), lr=cfg.lr, betas=cfg.betas, **kind)
+    rig.nets.opt_g = torch.optim.Adam(rig.nets.G.parameters(), lr=cfg.optimiser.lr, betas=cfg.optimiser.betas, **kind)
+    rig.nets.opt_d = torch.optim.Adam(rig.nets.D.parameters(), lr=cfg.optimiser.lr, betas=cfg.optimiser.betas, **kind)
     return 1000 * timed(rig.step, CPU, steps, warmup=5).wall
 
 
@@ -37,8 +37,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = build_config(args.preset, overrides=["device=cpu"])
-    data = load_source(cfg.data, cfg.model.image_size, cfg.model.background, cfg.model.classes)
+    cfg = build_config(args.preset, overrides=["run.device=cpu"])
+    data = load_source(cfg.data.source, cfg.model.image_size, cfg.model.background, cfg.model.classes)
     results: dict[str, list[float]] = {"foreach": [], "fused": []}
     for _ in range(args.repeats):
         for name in results:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from fexgan.config import build_config
 from fexgan.data.pairs import PairSampler, split_indices
 from fexgan.data.sources import load_source
+from fexgan.presets import build_config
 from fexgan.training import runs
 from fexgan.training import step as step_module
 
@@ -36,15 +36,15 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def measure(preset: str) -> str:
-    cfg = build_config(preset, overrides=["device=cpu", "threads=1", "data=toon:4"])
-    data = load_source(cfg.data, cfg.model.image_size)
-    train_idx, _ = split_indices(data, cfg.val_fraction)
+    cfg = build_config(preset, overrides=["run.device=cpu", "run.threads=1", "data.source=toon:4"])
+    data = load_source(cfg.data.source, cfg.model.image_size)
+    train_idx, _ = split_indices(data, cfg.data.val_fraction)
     nets = step_module.build_nets(cfg, CPU)
-    batch = step_module.make_batch(data, data.images, *PairSampler(data, train_idx, cfg.batch_size).next_batch(), cfg,
+    batch = step_module.make_batch(data, data.images, *PairSampler(data, train_idx, cfg.optimiser.batch_size).next_batch(), cfg,
                          torch.Generator(), CPU)
     autocast = step_module.autocast_for(cfg, CPU)
     repeats = 20 if preset == "tiny" else 5
-    step = median_ms(lambda: step_module.train_step(nets, batch, cfg, cfg.alpha, autocast), repeats)  # Adam moments now exist
+    step = median_ms(lambda: step_module.train_step(nets, batch, cfg, cfg.losses.alpha, autocast), repeats)  # Adam moments now exist
     one = torch.tensor(1.0)
     checks = median_ms(lambda: (step_module.check_finite(one, nets.G, "G", None), step_module.check_finite(one, nets.D, "D", None)), repeats)
 

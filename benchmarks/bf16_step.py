@@ -5,7 +5,7 @@
 
 - plain:  a plain fp32 PyTorch restatement of the step (the same networks, NCHW, the paper's losses
           written out with torch.nn.functional, torch.optim.Adam): what a user would write;
-- fp32:   `fexgan.training.step.train_step` as `fexgan train` runs it with `--set amp=false`;
+- fp32:   `fexgan.training.step.train_step` as `fexgan train` runs it with `--set run.amp=false`;
 - bf16:   the same with bf16 autocast (the default where the CPU has native bf16).
 The three are timed in turns (plain, fp32, bf16, plain, ...) so that a busy machine slows them alike;
 prints each one's median step and images/s, the ratios, and the load average.
@@ -20,9 +20,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fexgan.config import build_config
 from fexgan.nets.designs import build_generator
 from fexgan.nets.networks import build_discriminator
+from fexgan.presets import build_config
 from fexgan.training.bench import WARMUP, bench_data, make_rig
 
 
@@ -40,8 +40,8 @@ def plain_step(cfg, batch: dict, nets: tuple) -> None:
     opt_d.step()
     fl, fc = D(fake)
     kl = -0.5 * torch.mean(1 + 2 * log_sigma - mu ** 2 - torch.exp(2 * log_sigma))
-    g_loss = (cfg.alpha * (F.binary_cross_entropy_with_logits(fl, torch.ones_like(fl)) + F.cross_entropy(fc, tgt))
-              + cfg.beta * kl + cfg.gamma * F.l1_loss(fake, y))
+    g_loss = (cfg.losses.alpha * (F.binary_cross_entropy_with_logits(fl, torch.ones_like(fl)) + F.cross_entropy(fc, tgt))
+              + cfg.losses.beta * kl + cfg.losses.gamma * F.l1_loss(fake, y))
     opt_g.zero_grad()
     g_loss.backward()
     opt_g.step()
@@ -57,13 +57,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rigs = {}
     for name, amp in (("fp32", "false"), ("bf16", "true")):
-        cfg = build_config(args.preset, overrides=["device=cpu", f"amp={amp}"])
+        cfg = build_config(args.preset, overrides=["run.device=cpu", f"run.amp={amp}"])
         data, _ = bench_data(cfg)
         rigs[name] = make_rig(cfg, torch.device("cpu"), data)
     cfg = rigs["fp32"].cfg
     torch.manual_seed(0)
     G, D = build_generator(cfg.model), build_discriminator(cfg.model)
-    plain = (G, D, torch.optim.Adam(G.parameters(), cfg.lr, cfg.betas), torch.optim.Adam(D.parameters(), cfg.lr, cfg.betas))
+    plain = (G, D, torch.optim.Adam(G.parameters(), cfg.optimiser.lr, cfg.optimiser.betas), torch.optim.Adam(D.parameters(), cfg.optimiser.lr, cfg.optimiser.betas))
     batch = {k: v.contiguous() for k, v in rigs["fp32"].batch().items()}
     steps = {"plain": lambda: plain_step(cfg, batch, plain), "fp32": rigs["fp32"].step, "bf16": rigs["bf16"].step}
     for _ in range(WARMUP):
@@ -76,11 +76,11 @@ def main() -> None:
             fn()
             times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{args.preset} preset, batch {cfg.batch_size}, {torch.get_num_threads()} threads, {args.pairs} rounds, "
+    print(f"{args.preset} preset, batch {cfg.optimiser.batch_size}, {torch.get_num_threads()} threads, {args.pairs} rounds, "
           f"load average {os.getloadavg()[0]:.2f} after")
     for name, t in med.items():
         print(f"  {name:5s} step {1000 * t:8.1f} ms (min {1000 * min(times[name]):.1f}, max {1000 * max(times[name]):.1f})"
-              f"  {cfg.batch_size / t:7.1f} images/s")
+              f"  {cfg.optimiser.batch_size / t:7.1f} images/s")
     print(f"  bf16 vs plain fp32: {med['plain'] / med['bf16']:.2f}x;  bf16 vs fexgan fp32: {med['fp32'] / med['bf16']:.2f}x;"
           f"  fexgan fp32 vs plain: {med['plain'] / med['fp32']:.2f}x")
 

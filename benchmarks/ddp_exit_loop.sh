@@ -10,7 +10,7 @@ python3 -c "while True: pass" & B2=$!
 bad=0
 for i in $(seq 1 $N); do
   rm -rf /tmp/ddpx/run_$TAG
-  PYTHONPATH=$TREE/src OMP_NUM_THREADS=1 timeout 300 $FEXGAN train --preset tiny --set threads=1 --set log_every=1 --quiet --out /tmp/ddpx/run_$TAG --nproc 2 --steps 4 > /tmp/ddpx/out_$TAG.txt 2>&1
+  PYTHONPATH=$TREE/src OMP_NUM_THREADS=1 timeout 300 $FEXGAN train --preset tiny --set run.threads=1 --set logging.log_every=1 --quiet --out /tmp/ddpx/run_$TAG --nproc 2 --steps 4 > /tmp/ddpx/out_$TAG.txt 2>&1
   rc=$?
   if [ $rc -ne 0 ] || grep -qiE "SIGABRT|signal 6|terminate called|core dumped" /tmp/ddpx/out_$TAG.txt; then
     bad=$((bad+1)); cp /tmp/ddpx/out_$TAG.txt /tmp/ddpx/fail_${TAG}_$i.txt

@@ -1,7 +1,7 @@
 """The edit design's cost against the paper design's at the same size and width, alternating in one run.
 
     .venv/bin/python benchmarks/design_step.py --steps 80           # the `any` preset (64 px, width 0.25)
-    .venv/bin/python benchmarks/design_step.py --steps 80 --set amp=false
+    .venv/bin/python benchmarks/design_step.py --steps 80 --set run.amp=false
 
 1. Training steps (`fexgan.training.step.train_step`, as `fexgan train` runs them, step numbers and all) of
    each design on the same random batch, one of each in turn (paper, edit, paper, ...), so that this
@@ -20,15 +20,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fexgan.config import build_config
 from fexgan.nets.designs import build_generator
+from fexgan.presets import build_config
 from fexgan.training.step import autocast_for, build_nets, train_step
 
 DESIGNS = ("paper", "edit")
 
 
 def random_batch(cfg, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    b, s, n = cfg.batch_size, cfg.model.image_size, cfg.model.num_classes
+    b, s, n = cfg.optimiser.batch_size, cfg.model.image_size, cfg.model.num_classes
     source_class, target_class = torch.randint(0, n, (b,), generator=generator), torch.randint(0, n, (b,), generator=generator)
     return {"source": (torch.rand(b, 3, s, s, generator=generator) * 2 - 1).contiguous(memory_format=torch.channels_last),
             "target": torch.rand(b, 3, s, s, generator=generator) * 2 - 1, "source_class": source_class,
@@ -39,7 +39,7 @@ def random_batch(cfg, generator: torch.Generator) -> dict[str, torch.Tensor]:
 def step_ms(preset: str, overrides: list[str], steps: int) -> dict[str, list[float]]:
     rigs = {}
     for design in DESIGNS:
-        cfg = build_config(preset, overrides=[f"model.generator={design}", "device=cpu", *overrides])
+        cfg = build_config(preset, overrides=[f"model.generator={design}", "run.device=cpu", *overrides])
         rigs[design] = (cfg, build_nets(cfg, torch.device("cpu")), random_batch(cfg, torch.Generator().manual_seed(0)),
                         autocast_for(cfg, torch.device("cpu")))
     times: dict[str, list[float]] = {d: [] for d in DESIGNS}

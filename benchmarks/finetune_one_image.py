@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/finetune_one_image.py toon-any-64 --minutes 3 --out runs/ft-one
     .venv/bin/python benchmarks/finetune_one_image.py toon-any-64 --character 3 --minutes 3 --out runs/ft-one-3
     .venv/bin/python benchmarks/finetune_one_image.py toon-any-64 --character all --out runs/ft-all  # each in turn
-    .venv/bin/python benchmarks/finetune_one_image.py --set freeze=generator.encoder,generator.decoder --out runs/ft
+    .venv/bin/python benchmarks/finetune_one_image.py --set finetune.freeze=generator.encoder,generator.decoder --out runs/ft
     .venv/bin/python benchmarks/finetune_one_image.py --expressions all --out runs/ft-seven   # one face per expression
 
 The character is one of the model's held-out identities (`--character` picks which, 0 = the first;

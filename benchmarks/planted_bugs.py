@@ -49,16 +49,16 @@ BUGS = [
     Bug("no adversarial gradient reaches G", "src/fexgan/training/step.py", "fake_logit, fake_cls = unwrap(D)(seen_fake)",
         "fake_logit, fake_cls = unwrap(D)(seen_fake.detach())", "tests/training/test_train.py"),
     Bug("late schedule never reaches the loss", "src/fexgan/training/loop.py",
-        "self.tuner(train_step, self.nets, batch, cfg, cfg.alpha_late if late else cfg.alpha,",
-        "self.tuner(train_step, self.nets, batch, cfg, cfg.alpha,", "tests/training/test_train.py"),
+        "self.tuner(train_step, self.nets, batch, cfg, cfg.losses.alpha_late if late else cfg.losses.alpha,",
+        "self.tuner(train_step, self.nets, batch, cfg, cfg.losses.alpha,", "tests/training/test_train.py"),
     # planted here, of the same kinds
     Bug("both ranks read the same shard", "src/fexgan/data/pairs.py",
         "mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)",
         "mine = slice(0, self.batch_size)", "tests/data/test_data.py"),
     Bug("only the source is augmented", "src/fexgan/training/step.py",
-        "source, target = augment(torch.cat([source, target], 1), cfg.augment_shift, cfg.augment_scale,\n"
+        "source, target = augment(torch.cat([source, target], 1), cfg.data.augment_shift, cfg.data.augment_scale,\n"
         "                                 generator).split(3, dim=1)",
-        "source = augment(source, cfg.augment_shift, cfg.augment_scale, generator)", "tests/training/test_train.py"),
+        "source = augment(source, cfg.data.augment_shift, cfg.data.augment_scale, generator)", "tests/training/test_train.py"),
     Bug("KL averaged instead of summed over the latent", "src/fexgan/nets/losses.py",
         "torch.sum(1.0 + log_var - mu.pow(2) - log_var.exp(), dim=1).mean()",
         "torch.mean(1.0 + log_var - mu.pow(2) - log_var.exp())", "tests/training/test_train.py"),

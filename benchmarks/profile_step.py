@@ -1,7 +1,7 @@
 """Where a training step's time goes: torch.profiler over a few steps of a preset, as set up by
 `fexgan bench` (same networks, data path and step as `fexgan train`).
 
-    .venv/bin/python benchmarks/profile_step.py --preset cpu --steps 5 --threads 1 [--set compile=true]
+    .venv/bin/python benchmarks/profile_step.py --preset cpu --steps 5 --threads 1 [--set run.compile=true]
 
 Prints the operators sorted by their own CPU time (and CUDA time on a GPU) and the share of the
 step spent in convolutions, batch norm, element-wise ops, the optimiser and the rest.
@@ -14,8 +14,8 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from fexgan.config import build_config
 from fexgan.devices import pick_device
+from fexgan.presets import build_config
 from fexgan.training.bench import WARMUP, bench_data, make_rig, sync
 
 GROUPS = {  # operator name fragments -> group
@@ -44,7 +44,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    cfg = build_config(args.preset, overrides=[f"device={device}", *args.overrides])
+    cfg = build_config(args.preset, overrides=[f"run.device={device}", *args.overrides])
     data, _ = bench_data(cfg)
     rig = make_rig(cfg, device, data)
     for _ in range(WARMUP):
@@ -58,7 +58,7 @@ def main() -> None:
     events = prof.key_averages()
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"{args.preset} on {device}, {torch.get_num_threads()} threads, {args.steps} steps "
-          f"(batch {cfg.batch_size}, {cfg.model.image_size} px)")
+          f"(batch {cfg.optimiser.batch_size}, {cfg.model.image_size} px)")
     print(events.table(sort_by=sort, row_limit=args.rows))
     total = sum(e.self_cpu_time_total for e in events)
     shares: dict[str, float] = defaultdict(float)

@@ -10,7 +10,7 @@ checkpoint's `elapsed`, without data set-up and without the scoring) of the firs
 PSNR beats the copy's by `--psnr-gain` dB with both judge scores >= the thresholds. Scoring after
 training keeps the CPU for training while it runs.
 
-    .venv/bin/python benchmarks/time_to_quality.py --minutes 15 --every 100 [--set lr=1e-3 ...]
+    .venv/bin/python benchmarks/time_to_quality.py --minutes 15 --every 100 [--set optimiser.lr=1e-3 ...]
     .venv/bin/python benchmarks/time_to_quality.py --judge-only --out RUN   # any run's checkpoints
 
 Writes OUT/time_to_quality.json (the curve, the result, the command, the machine and its load).
@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fexgan.config import build_config
 from fexgan.data.pairs import split_indices
 from fexgan.data.sources import load_source
 from fexgan.files import checkpoint as ckpt
@@ -36,6 +35,7 @@ from fexgan.metrics.evaluate import transfer_metrics
 from fexgan.metrics.generated import transfer
 from fexgan.metrics.groundtruth import compare, render_truth
 from fexgan.metrics.judge import get_judge
+from fexgan.presets import build_config
 from fexgan.training.bench import load_average, machine
 from fexgan.training.loop import train
 
@@ -43,15 +43,15 @@ from fexgan.training.loop import train
 def judge_checkpoints(run: Path, cfg, n: int, log=print) -> tuple[list[dict], dict]:
     """(curve, judge accuracy on real images): expression accuracy and identity preservation of every
     checkpoint's transfers, in step order."""
-    data = load_source(cfg.data, cfg.model.image_size, cfg.model.background, cfg.model.classes)
-    judge = get_judge(cfg.data, cfg.model.image_size, data=data, background=cfg.model.background,
+    data = load_source(cfg.data.source, cfg.model.image_size, cfg.model.background, cfg.model.classes)
+    judge = get_judge(cfg.data.source, cfg.model.image_size, data=data, background=cfg.model.background,
                       classes=cfg.model.classes, log=log)
-    _, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
+    _, val_idx = split_indices(data, cfg.data.val_fraction, cfg.run.seed)
     src = val_idx[torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(0))[:n]]
     n_cls = cfg.model.num_classes
     rep, targets = torch.arange(len(src)).repeat_interleave(n_cls), torch.arange(n_cls).repeat(len(src))
     real, src_cls, src_id = data.images[src][rep], data.expression[src][rep], data.identity[src][rep]
-    truth = render_truth(data, cfg.data, src[rep], F.one_hot(targets, n_cls).float(), cfg.model.background)
+    truth = render_truth(data, cfg.data.source, src[rep], F.one_hot(targets, n_cls).float(), cfg.model.background)
     change = src_cls != targets
     copy_psnr = float(compare(real[change], truth[change])["psnr"].mean())
     curve = []
@@ -91,9 +91,9 @@ def main() -> None:
     if args.judge_only:
         cfg = build_config(base=json.loads((args.out / "config.json").read_text()))
     else:
-        cfg = build_config(args.preset, overrides=[f"data={args.data}", f"minutes={args.minutes}", "device=cpu",
-                                                   f"checkpoint_every={args.every}", "keep_checkpoints=100000",
-                                                   "sample_every=0", *args.overrides])
+        cfg = build_config(args.preset, overrides=[f"data.source={args.data}", f"run.minutes={args.minutes}", "run.device=cpu",
+                                                   f"logging.checkpoint_every={args.every}", "logging.keep_checkpoints=100000",
+                                                   "logging.sample_every=0", *args.overrides])
         info = {**machine(torch.device("cpu")), "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv])}
         start, cpu_start = time.time(), time.process_time()
         train(cfg, args.out, progress=False)
@@ -109,7 +109,7 @@ def main() -> None:
                 and c["expression_accuracy"] >= args.expression and c["identity_preservation"] >= args.identity), None)
     best = max(curve, key=lambda c: c["psnr"])
     result = {
-        "command": info.pop("command"), "config": cfg.to_dict(), "cap_minutes": cfg.minutes,
+        "command": info.pop("command"), "config": cfg.to_dict(), "cap_minutes": cfg.run.minutes,
         "thresholds": {"psnr_over_copy": args.psnr_gain, "expression": args.expression, "identity": args.identity},
         "n_sources": args.n,
         "minutes_to_quality": hit["minutes"] if hit else None, "reached_at": hit, "best": best,
@@ -120,7 +120,7 @@ def main() -> None:
         print(f"time to quality: {hit['minutes']} min (step {hit['step']}): PSNR {hit['psnr']:.2f} dB (copy "
               f"{hit['copy_psnr']:.2f}), expression {hit['expression_accuracy']:.3f}, identity {hit['identity_preservation']:.3f}")
     else:
-        print(f"not reached in {cfg.minutes} min; best PSNR at {best['minutes']} min (step {best['step']}): "
+        print(f"not reached in {cfg.run.minutes} min; best PSNR at {best['minutes']} min (step {best['step']}): "
               f"{best['psnr']:.2f} dB (copy {best['copy_psnr']:.2f}), expression {best['expression_accuracy']:.3f}, "
               f"identity {best['identity_preservation']:.3f}")
     print(f"load average {info['load_average']} -> {info['load_average_end']}; results in {args.out / 'time_to_quality.json'}")

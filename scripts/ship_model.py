@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fexgan.config import TrainConfig
 from fexgan.data import toon
 from fexgan.data.pairs import split_indices
 from fexgan.data.sources import load_source
@@ -29,6 +30,7 @@ from fexgan.generation.export import export, pretrained_folder
 from fexgan.metrics.evaluate import evaluate
 from fexgan.metrics.generated import transfer
 from fexgan.metrics.judge import get_judge
+from fexgan.presets import load_run_config
 from fexgan.training.bench import machine
 
 DESCRIPTION = ("The `{preset}` preset ({size} px, width {width}, latent {latent}) trained on {data}. Turns a face "
@@ -38,19 +40,19 @@ TOON_MANY = ("{train} of the built-in toon characters x 7 expressions x {per_cla
              "the last {held} of `{spec}` held out of training for the zero-shot test)")
 
 
-def cast_check(fp32: Path, fp16: Path, config: dict, n: int = 500) -> dict:
+def cast_check(fp32: Path, fp16: Path, config: TrainConfig, n: int = 500) -> dict:
     """The same `n` val sources x every target through both files (both loaded as float32 on the CPU)."""
     a, b = load_model(fp32), load_model(fp16)
     cfg = a.config
-    data = load_source(config["data"], cfg.image_size, cfg.background, cfg.classes)
-    _, val_idx = split_indices(data, config["val_fraction"], config["seed"], config.get("held_out", 0))
+    data = load_source(config.data.source, cfg.image_size, cfg.background, cfg.classes)
+    _, val_idx = split_indices(data, config.data.val_fraction, config.run.seed, config.data.held_out)
     src = val_idx[:n]
     n_cls = cfg.num_classes
     rep, targets = torch.arange(len(src)).repeat_interleave(n_cls), torch.arange(n_cls).repeat(len(src))
     real, src_cls = data.images[src][rep], data.expression[src][rep]
     affect = F.one_hot(targets, n_cls).float()
     out_a, out_b = transfer(a.generator, real, src_cls, affect), transfer(b.generator, real, src_cls, affect)
-    judge = get_judge(config["data"], cfg.image_size, data=data, background=cfg.background, classes=cfg.classes,
+    judge = get_judge(config.data.source, cfg.image_size, data=data, background=cfg.background, classes=cfg.classes,
                       log=lambda line: None)
     same = (judge.predict(out_a)[0].argmax(1) == judge.predict(out_b)[0].argmax(1)).float().mean()
     diff = (out_a.int() - out_b.int()).abs()
@@ -96,10 +98,10 @@ def limitations(metrics: dict, per_target: dict, per_character: dict, mixed: dic
     return lines
 
 
-def evaluated(shipped: Path, config: dict, split: str) -> tuple[dict, dict]:
+def evaluated(shipped: Path, config: TrainConfig, split: str) -> tuple[dict, dict]:
     """`fexgan evaluate` of the shipped file on `split` (on the CPU): (all results, the card's metrics)."""
     with tempfile.TemporaryDirectory() as tmp:
-        results = evaluate(shipped, data=config["data"], split=split, out=Path(tmp) / "evaluation", device="cpu")
+        results = evaluate(shipped, data=config.data.source, split=split, out=Path(tmp) / "evaluation", device="cpu")
     t = results["transfer"]
     changes = (results["groundtruth"] or {}).get("all changes")  # toon data only: the renderer's truth
     truth = {**{f"groundtruth_{k}": v for k, v in changes["generated"].items()},
@@ -109,15 +111,15 @@ def evaluated(shipped: Path, config: dict, split: str) -> tuple[dict, dict]:
                      "identity_preservation": t["identity_preservation"], **results["realism"]}
 
 
-def describe_data(config: dict) -> str:
+def describe_data(config: TrainConfig) -> str:
     """The card's words for the training data."""
-    if config["data"] == "toon":
+    if config.data.source == "toon":
         return TOON
-    parts = config["data"].split(":")
-    if parts[0] == "toon" and len(parts) >= 3 and config.get("held_out"):
-        chars, held = int(parts[2]), config["held_out"]
-        return TOON_MANY.format(train=chars - held, per_class=parts[1], held=held, spec=config["data"])
-    return f"`{config['data']}`"
+    parts = config.data.source.split(":")
+    if parts[0] == "toon" and len(parts) >= 3 and config.data.held_out:
+        chars, held = int(parts[2]), config.data.held_out
+        return TOON_MANY.format(train=chars - held, per_class=parts[1], held=held, spec=config.data.source)
+    return f"`{config.data.source}`"
 
 
 def main() -> None:
@@ -131,7 +133,7 @@ def main() -> None:
 
     dest, run_model = args.dest, args.run / "model.safetensors"
     dest.mkdir(parents=True, exist_ok=True)
-    config = json.loads((args.run / "config.json").read_text())
+    config = load_run_config(args.run)
     with tempfile.TemporaryDirectory() as tmp:
         export(args.run, "safetensors", tmp, discriminator=True, half=True)
         (Path(tmp) / "model.safetensors").replace(dest / f"{args.name}.safetensors")
@@ -142,16 +144,16 @@ def main() -> None:
     t = results["transfer"]
     summary = load_model(run_model, discriminator=False).summary
     last_log = json.loads((args.run / "log.jsonl").read_text().splitlines()[-1])
-    model = config["model"]
+    model = config.model
     card = {
         "name": args.name,
-        "description": DESCRIPTION.format(preset=args.preset, size=model["image_size"], width=model["width"],
-                                          latent=model["latent_dim"],
+        "description": DESCRIPTION.format(preset=args.preset, size=model.image_size, width=model.width,
+                                          latent=model.latent_dim,
                                           data=describe_data(config)),
         "command": args.command,
         "packaged_with": f"python scripts/ship_model.py RUN --name {args.name} (fexgan export RUN --format "
                          f"safetensors --half --discriminator, then fexgan evaluate of the file)",
-        "config": config,
+        "config": config.to_dict(),
         "training": {**{k: summary[k] for k in ("steps", "epochs", "minutes", "device", "processes", "images",
                                                 "identities", "val_l1") if k in summary},
                      "machine": {k: v for k, v in machine(torch.device("cuda" if summary.get("device", "").startswith("cuda")
@@ -162,15 +164,15 @@ def main() -> None:
                      "final_losses": {k: last_log[k] for k in ("d_total", "g_total", "g_adv", "g_cls", "kl", "rec")}},
         "weights": {"dtype": "float16 (cast to float32 when loaded)", "parts": ["generator", "discriminator"],
                     "fp16_vs_fp32": cast},
-        "evaluation": {"command": f"fexgan evaluate {args.name} --device cpu", "data": config["data"], "split": "val",
+        "evaluation": {"command": f"fexgan evaluate {args.name} --device cpu", "data": config.data.source, "split": "val",
                        "n": results["n"], "seed": results["seed"], "judge": results["judge"], "metrics": metrics,
                        "per_target": t["per_target"], "per_character": t["per_character"],
                        "table1": results["table1"], "mixed": results["mixed"]},
         "limitations": limitations(metrics, {k: v["expression_accuracy"] for k, v in t["per_target"].items()},
                                    {k: v["expression_accuracy"] for k, v in t["per_character"].items()},
-                                   results["mixed"], held_out=bool(config.get("held_out"))),
+                                   results["mixed"], held_out=bool(config.data.held_out)),
     }
-    if config.get("held_out"):  # the zero-shot numbers: characters the model never saw
+    if config.data.held_out:  # the zero-shot numbers: characters the model never saw
         held, held_metrics = evaluated(shipped, config, "held_out")
         card["evaluation_held_out"] = {
             "command": f"fexgan evaluate {args.name} --split held_out --device cpu", "characters": held["held_out"],

@@ -84,11 +84,11 @@ def face_folder(tmp_path_factory: pytest.TempPathFactory, make_tree: Callable[..
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model file of the `tiny` preset trained on `toon:4` (32 px), once per session: 200 steps
     (a few seconds) with a light L1 weight, so that its outputs visibly follow the affect."""
-    from fexgan.config import build_config
+    from fexgan.presets import build_config
     from fexgan.training.loop import train
 
-    cfg = build_config("tiny", overrides=["data=toon:4", "device=cpu", "threads=1", "steps=200", "gamma=10",
-                                          "lr=1e-3"])
+    cfg = build_config("tiny", overrides=["data.source=toon:4", "run.device=cpu", "run.threads=1", "run.steps=200", "losses.gamma=10",
+                                          "optimiser.lr=1e-3"])
     return train(cfg, tmp_path_factory.mktemp("tiny-model") / "run", progress=False)
 
 

@@ -1,15 +1,16 @@
 """Configuration as plain dataclasses, the presets, and overrides from the command line or a file.
 
 `ModelConfig` is everything needed to rebuild the networks; it is saved inside every model file.
-`TrainConfig` holds the data, optimisation and run options; it is saved in every run folder
-(`config.json`) so a run can be reproduced or resumed.
+`TrainConfig` holds a training run's options in sections by concern (`SECTIONS`: data, optimiser, losses,
+a design's own options, run, finetune, logging); it is saved in every run folder (`config.json`) so a run
+can be reproduced or resumed. A value is named by its section and key, `optimiser.lr`, on the command line
+(`--set optimiser.lr=1e-4`) as in files. Configurations written before the sections existed (flat keys,
+`{"lr": ..., "data": "toon"}`) are read through `migrate`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fexgan.errors import UserError
@@ -112,21 +113,56 @@ class ModelConfig:
         return cls(**d)
 
 
-@dataclass
-class TrainConfig:
-    """Everything about a training run. Lengths: `steps` wins over `minutes` over `epochs`."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: str = "toon"               # toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH
+@dataclass
+class DataConfig:
+    """What a run learns from, and how its images are varied."""
+
+    source: str = "toon"             # toon | toon:PER_CLASS[:CHARACTERS][:jitter] | ferg:PATH | folder:PATH
     val_fraction: float = 0.2        # deterministic split, as the paper's 80/20
     held_out: int = 0                # the last N identities are kept out of training and validation
+    min_images_per_class: int = 1    # fail clearly when an expression or identity has fewer readable images
+    augment_shift: float = 0.06      # random translation as a fraction of the image size (source and L1 target alike)
+    augment_scale: float = 0.05      # random zoom +- this fraction (likewise)
+    target_jitter: float = 0.0       # std of normal noise added to the target affect vector (paper, Sec. 3.1)
+
+    def validate(self) -> None:
+        if not 0 <= self.val_fraction < 1:
+            raise UserError(f"validation fraction (data.val_fraction) {self.val_fraction} must be in [0, 1)")
+        _at_least(self, "data", {"held_out": 0, "min_images_per_class": 1})
+        _finite(self, "data", ("target_jitter",))
+        for key in ("augment_shift", "augment_scale"):
+            if not 0 <= getattr(self, key) <= 0.5:
+                raise UserError(f"data.{key} must be in [0, 0.5], got {getattr(self, key)}")
+
+
+@dataclass
+class OptimiserConfig:
+    """Adam, its batches, and the moving average of the generator that model files hold."""
+
     batch_size: int = 32
-    epochs: int = 100
-    steps: int = 0                   # > 0: stop after this many steps
-    minutes: float = 0.0             # > 0: stop after this much wall time
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     adam_eps: float = 1e-8           # Adam's epsilon (PyTorch's default; Keras' is 1e-7, the `paper` preset's)
+    ema_decay: float = 0.999         # model files hold this moving average of the generator's weights (0: raw)
+
+    def validate(self) -> None:
+        if self.batch_size < 2:
+            raise UserError("batch size (optimiser.batch_size) must be at least 2 (batch norm needs two images)")
+        if not 0 < self.lr < float("inf"):
+            raise UserError(f"learning rate (optimiser.lr) {self.lr} must be a positive number")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise UserError(f"optimiser.betas {self.betas} must be two numbers in [0, 1), e.g. 0.5,0.999")
+        if not 0 < self.adam_eps < 1:
+            raise UserError(f"optimiser.adam_eps {self.adam_eps} must be in (0, 1)")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"optimiser.ema_decay {self.ema_decay} must be in [0, 1) (0 turns the moving average off)")
+
+
+@dataclass
+class LossConfig:
+    """The weights of the losses (paper, eqs. 5-9) and what the discriminator sees."""
+
     alpha: float = 1.0               # weight of the generator's adversarial + auxiliary term
     alpha_late: float = 0.1          # ... its binary adversarial part after `late_fraction` of training
     late_fraction: float = 0.5       # the paper lowers the adversarial weight after half the epochs
@@ -134,208 +170,172 @@ class TrainConfig:
     gamma: float = 100.0             # weight of the L1 reconstruction term
     d_classify_fakes: bool = True    # D's classifier also learns fakes as their target (eqs. 6-7); false: reals only
     d_augment: bool = False          # D sees reals and fakes alike shifted, zoomed, blurred and noised (DiffAugment)
-    alone_weight: float = 0.5        # edit design: weight of the L1 of the decoder's image drawn alone (times gamma)
-    alone_every: int = 1             # ... drawn alone on every n-th step, weighted n times: the same pull, 1/n the cost
-    ema_decay: float = 0.999         # model files hold this moving average of the generator's weights (0: raw)
-    target_jitter: float = 0.0       # std of normal noise added to the target affect vector (paper, Sec. 3.1)
-    augment_shift: float = 0.06      # random translation as a fraction of the image size (source and L1 target alike)
-    augment_scale: float = 0.05      # random zoom +- this fraction (likewise)
+
+    def validate(self) -> None:
+        _finite(self, "losses", ("alpha", "alpha_late", "beta", "gamma"))
+        if not 0 <= self.late_fraction <= 1:
+            raise UserError(f"losses.late_fraction must be in [0, 1], got {self.late_fraction}")
+
+
+@dataclass
+class EditConfig:
+    """The edit design's own options (`fexgan.nets.networks.EditGenerator`): its decoder drawn alone."""
+
+    alone_weight: float = 0.5        # weight of the L1 of the decoder's image drawn alone (times losses.gamma)
+    alone_every: int = 1             # drawn alone on every n-th step, weighted n times: the same pull, 1/n the cost
+
+    def validate(self) -> None:
+        _finite(self, "edit", ("alone_weight",))
+        _at_least(self, "edit", {"alone_every": 1})
+
+
+@dataclass
+class RunConfig:
+    """How long a run lasts, where and how it computes. Lengths: `steps` wins over `minutes` over `epochs`."""
+
+    epochs: int = 100
+    steps: int = 0                   # > 0: stop after this many steps
+    minutes: float = 0.0             # > 0: stop after this much wall time
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda
     amp: bool = True                 # bf16 autocast where the device has native bf16 (CUDA; CPUs with AVX512-BF16/AMX)
     channels_last: bool = True       # NHWC layout for the networks (CPU and CUDA)
     compile: bool = False
-    init_from: str = ""              # a model (file, run folder, shipped name) whose weights start the run
-    replay: str = ""                 # fine-tunes: data replayed beside `data` (the base model's), ...
-    replay_share: float = 0.75       # ... making up this share of every epoch
-    freeze: tuple[str, ...] = ()     # generator parts kept fixed: generator.encoder|decoder|skips|head
-    fixed_norms: bool = False        # every batch norm of the generator keeps the statistics it was trained with
-    sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)
-    log_every: int = 20
-    sample_every: int = 500
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3        # the newest K step checkpoints (plus checkpoints/best.safetensors)
-    min_images_per_class: int = 1    # fail clearly when an expression or identity has fewer readable images
+    sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
     max_rollbacks: int = 3           # divergence guard: give up after this many rollbacks without progress
     rollback_lr_factor: float = 0.5  # ... each rollback multiplies the learning rate by this
 
     def validate(self) -> None:
-        self.model.validate()
-        if self.batch_size < 2:
-            raise UserError("batch size must be at least 2 (batch norm needs two images)")
-        if not 0 <= self.val_fraction < 1:
-            raise UserError(f"validation fraction {self.val_fraction} must be in [0, 1)")
         if self.epochs < 1 and self.steps < 1 and self.minutes <= 0:
             raise UserError("give a positive --epochs, --steps or --minutes")
         if min(self.steps, self.epochs) < 0 or not 0 <= self.minutes < float("inf"):
             raise UserError("--epochs, --steps and --minutes cannot be negative (or infinite)")
-        if not 0 < self.lr < float("inf"):
-            raise UserError(f"learning rate {self.lr} must be a positive number")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise UserError(f"betas {self.betas} must be two numbers in [0, 1), e.g. 0.5,0.999")
-        if not 0 < self.adam_eps < 1:
-            raise UserError(f"adam_eps {self.adam_eps} must be in (0, 1)")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"device '{self.device}' is not one of auto, cpu, cuda")
-        at_least = {"log_every": 1, "keep_checkpoints": 1, "min_images_per_class": 1, "sample_every": 0,
-                    "checkpoint_every": 0, "threads": 0, "max_rollbacks": 0, "seed": 0, "held_out": 0,
-                    "alone_every": 1}
-        for key, low in at_least.items():
-            if getattr(self, key) < low:
-                raise UserError(f"{key} must be at least {low}, got {getattr(self, key)}")
+        _at_least(self, "run", {"threads": 0, "max_rollbacks": 0, "seed": 0})
         if self.seed > 2**63 - 1:
             raise UserError(f"seed must be at most 2^63 - 1, got {self.seed}")
-        for key in ("alpha", "alpha_late", "beta", "gamma", "target_jitter", "alone_weight"):
-            if not 0 <= getattr(self, key) < float("inf"):
-                raise UserError(f"{key} must be a finite number >= 0, got {getattr(self, key)}")
-        if not 0 <= self.ema_decay < 1:
-            raise UserError(f"ema_decay {self.ema_decay} must be in [0, 1) (0 turns the moving average off)")
-        for key, high in (("late_fraction", 1.0), ("augment_shift", 0.5), ("augment_scale", 0.5)):
-            if not 0 <= getattr(self, key) <= high:
-                raise UserError(f"{key} must be in [0, {high}], got {getattr(self, key)}")
-        if not 0 <= self.replay_share < 1:
-            raise UserError(f"replay_share {self.replay_share} must be in [0, 1)")
-        parts = ("generator.encoder", "generator.decoder", "generator.skips", "generator.head")
-        if any(f not in parts for f in self.freeze):
-            raise UserError(f"freeze {','.join(self.freeze)}: each part must be one of {', '.join(parts)}")
         if not 0 < self.rollback_lr_factor < 1:
-            raise UserError(f"rollback_lr_factor {self.rollback_lr_factor} must be in (0, 1)")
+            raise UserError(f"run.rollback_lr_factor {self.rollback_lr_factor} must be in (0, 1)")
+
+
+FREEZABLE = ("generator.encoder", "generator.decoder", "generator.skips", "generator.head")
+
+
+@dataclass
+class FinetuneConfig:
+    """Starting from a trained model (`fexgan finetune`, docs/any-character.md)."""
+
+    init_from: str = ""              # a model (file, run folder, shipped name) whose weights start the run
+    replay: str = ""                 # data replayed beside `data.source` (the base model's), ...
+    replay_share: float = 0.75       # ... making up this share of every epoch
+    freeze: tuple[str, ...] = ()     # generator parts kept fixed (`FREEZABLE`)
+    fixed_norms: bool = False        # every batch norm of the generator keeps the statistics it was trained with
+
+    def validate(self) -> None:
+        if not 0 <= self.replay_share < 1:
+            raise UserError(f"finetune.replay_share {self.replay_share} must be in [0, 1)")
+        if any(f not in FREEZABLE for f in self.freeze):
+            raise UserError(f"finetune.freeze {','.join(self.freeze)}: each part must be one of {', '.join(FREEZABLE)}")
+
+
+@dataclass
+class LoggingConfig:
+    """What a run writes as it goes: log lines, sample grids, checkpoints (`fexgan.training.runs`)."""
+
+    log_every: int = 20
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3        # the newest K step checkpoints (plus checkpoints/best.safetensors)
+
+    def validate(self) -> None:
+        _at_least(self, "logging", {"log_every": 1, "keep_checkpoints": 1, "sample_every": 0, "checkpoint_every": 0})
+
+
+def _at_least(section: Any, name: str, lows: dict[str, int]) -> None:
+    for key, low in lows.items():
+        if getattr(section, key) < low:
+            raise UserError(f"{name}.{key} must be at least {low}, got {getattr(section, key)}")
+
+
+def _finite(section: Any, name: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if not 0 <= getattr(section, key) < float("inf"):
+            raise UserError(f"{name}.{key} must be a finite number >= 0, got {getattr(section, key)}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run, by section (`SECTIONS`)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimiser: OptimiserConfig = field(default_factory=OptimiserConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def validate(self) -> None:
+        for name in SECTIONS:
+            getattr(self, name).validate()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
-        model_d = d.pop("model", {})
-        model_known = {f.name for f in dataclasses.fields(ModelConfig)}
-        unknown = (set(d) - {f.name for f in dataclasses.fields(cls)}) | {f"model.{k}" for k in set(model_d) - model_known}
+        """The configuration of `d` (sections of keys, or the flat keys of old run folders: `migrate`); a key
+        this version does not know is an error (`UnknownKeys`), listing every such key."""
+        d = migrate(d)
+        unknown = sorted(set(d) - set(SECTIONS)) + [f"{name}.{k}" for name, kind in SECTIONS.items()
+                                                    for k in sorted(set(d.get(name, {})) - _keys(kind))]
         if unknown:
-            raise UnknownKeys(sorted(unknown))
-        model = ModelConfig.from_dict(model_d)
-        for key in ("betas", "freeze"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(model=model, **d)
+            raise UnknownKeys(unknown)
+        return cls(**{name: _section(kind, d.get(name, {})) for name, kind in SECTIONS.items()})
 
 
-# The reference's numerics: what its layers, built without arguments, inherit from Keras (its LeakyReLU's slope,
-# its batch norms' momentum, epsilon and starting scales, Glorot-uniform dense layers where it names no
-# initialiser, Adam's epsilon), with the N(0, 0.02) it gives every convolution and its 0.5 dropout
-# (../shared/paper/reference-architecture.md, "Numeric defaults"; docs/ferg.md).
-PAPER_NUMERICS: dict[str, Any] = {"leaky_slope": 0.3, "norm_momentum": 0.01, "norm_eps": 1e-3, "conv_init": "normal",
-                                  "deconv_init": "normal", "dense_init": "glorot_uniform", "norm_init": "ones",
-                                  "dropout": 0.5}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # Exactly the reference layout, its numerics and the paper's schedule.
-    "paper": {"model": {"image_size": 128, "width": 1.0, **PAPER_NUMERICS}, "batch_size": 32, "epochs": 100,
-              "adam_eps": 1e-7},
-    # 64 px, a quarter of the widths: an epoch of the default toon set in a few minutes on 2 cores.
-    # The adversarial weight drops after a fifth of the run, not half: on toon faces the judge reads the
-    # expressions sooner (benchmarks/RESULTS.md, "Time to quality"). No augmentation: the toon faces'
-    # fixed camera keeps every pair aligned, and a shift or zoom blurs the L1 target (docs/toon-faces.md).
-    "cpu": {"model": {"image_size": 64, "width": 0.25}, "batch_size": 32, "epochs": 30,
-            "lr": 5e-4, "late_fraction": 0.2, "sample_every": 250, "checkpoint_every": 250,
-            "augment_shift": 0.0, "augment_scale": 0.0},
-    # Any character: the cpu preset with the edit design (model.generator=edit), trained on 248 of 256
-    # toon characters; the last 8 are held out for the zero-shot test (evaluate --split held_out). D's
-    # classifier learns from real images only (taught fakes as their target, it calls half-made edits
-    # done), and sees random views of every image (d_augment: on clean ones it accepts faint expressions).
-    # The decoder draws alone (Fig. 4) on every other step, weighted twice. Measurements: docs/any-character.md.
-    "any": {"model": {"image_size": 64, "width": 0.25, "generator": "edit"}, "batch_size": 32, "epochs": 14,
-            "data": "toon:20:256", "held_out": 8, "d_classify_fakes": False, "d_augment": True, "alone_every": 2, "lr": 5e-4,
-            "late_fraction": 0.2, "sample_every": 500, "checkpoint_every": 500, "augment_shift": 0.0,
-            "augment_scale": 0.0},
-    # 32 px and tiny widths, for tests; fp32 (amp off), so that its numbers are the same on every CPU.
-    "tiny": {"model": {"image_size": 32, "width": 0.0625, "latent_dim": 16}, "batch_size": 8,
-             "epochs": 1, "data": "toon:4", "log_every": 1, "sample_every": 0, "checkpoint_every": 0, "amp": False},
-}
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "optimiser": OptimiserConfig,
+                             "losses": LossConfig, "edit": EditConfig, "run": RunConfig,
+                             "finetune": FinetuneConfig, "logging": LoggingConfig}
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+def _keys(kind: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(kind)}
+
+
+def _section(kind: type, values: dict[str, Any]) -> Any:
+    """A section from its JSON values: lists become the tuples the dataclass holds."""
+    defaults = kind()
+    return kind(**{k: tuple(v) if isinstance(getattr(defaults, k), tuple) else v for k, v in values.items()})
+
+
+# Where each key of the flat configurations written before sections existed went; `data` was the source.
+FLAT_KEYS: dict[str, tuple[str, str]] = {
+    **{key: (name, key) for name, kind in SECTIONS.items() if name != "model" for key in _keys(kind) if key != "source"},
+    "data": ("data", "source")}
+
+
+def migrate(d: dict[str, Any]) -> dict[str, Any]:
+    """A configuration in sections: `d` itself, or the flat one of an old run folder moved key by key into
+    its sections (`FLAT_KEYS`). Keys it does not know stay where they are, for `TrainConfig.from_dict` to report."""
+    if not isinstance(d, dict) or not any(k in FLAT_KEYS and not isinstance(v, dict) for k, v in d.items()):
+        return d
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if key in FLAT_KEYS and not isinstance(value, dict):
+            name, new = FLAT_KEYS[key]
+            out.setdefault(name, {})[new] = value
+        else:
+            out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
     return out
 
 
-def _coerce(text: str, current: Any) -> Any:
-    """Turn a command-line string into the type of the value it replaces."""
-    if isinstance(current, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(text)
-    if isinstance(current, (tuple, list)):
-        items = [s for s in text.split(",") if s]
-        return tuple(_coerce(s, current[0]) if current else s for s in items)
-    if current is None:
-        return text
-    return type(current)(text)
-
-
-def _check_types(values: Any, current: dict[str, Any], where: str, prefix: str = "") -> None:
-    """Values from a file must have the type of the value they replace (an int passes for a float)."""
-    if not isinstance(values, dict):
-        raise UserError(f"{where}: expected a JSON object of settings{f' for {prefix[:-1]}' if prefix else ''}")
-    for key, value in values.items():
-        if key not in current:  # unknown keys are reported with all the others by TrainConfig.from_dict
-            continue
-        old = current[key]
-        if isinstance(old, dict):
-            _check_types(value, old, where, f"{prefix}{key}.")
-            continue
-        if isinstance(old, (tuple, list)):
-            ok = isinstance(value, list) and (not old or all(_same_type(v, old[0]) for v in value))
-        else:
-            ok = _same_type(value, old)
-        if not ok:
-            raise UserError(f"{where}: '{prefix}{key}' should be like {json.dumps(old)}, not {json.dumps(value)}")
-
-
-def _same_type(value: Any, like: Any) -> bool:
-    if isinstance(like, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(like, bool)
-    if isinstance(like, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(like))
-
-
-def build_config(preset: str = "cpu", file: Path | None = None, overrides: list[str] | None = None,
-                 base: dict[str, Any] | None = None) -> TrainConfig:
-    """Preset (or a saved run's `base` configuration), then a JSON config file, then `key=value`
-    overrides (dotted keys reach the model, e.g. model.width=0.5)."""
-    if base is None and preset not in PRESETS:
-        raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
-    d = _merge(TrainConfig().to_dict(), base if base is not None else PRESETS[preset])
-    if file is not None:
-        try:
-            values = json.loads(Path(file).read_text())
-        except FileNotFoundError:
-            raise UserError(f"config file {file} does not exist") from None
-        except json.JSONDecodeError as err:
-            raise UserError(f"config file {file} is not valid JSON: {err}") from None
-        _check_types(values, d, f"config file {file}")
-        d = _merge(d, values)
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"override '{item}' must look like key=value (e.g. lr=1e-4, model.width=0.5)")
-        node = d
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            if not isinstance(node.get(p), dict):
-                raise UserError(f"unknown configuration key '{key}'")
-            node = node[p]
-        if leaf not in node:
-            raise UserError(f"unknown configuration key '{key}'")
-        try:
-            node[leaf] = _coerce(value.strip(), node[leaf])
-        except ValueError:
-            raise UserError(f"value '{value}' for '{key}' is not a valid {type(node[leaf]).__name__}") from None
-    cfg = TrainConfig.from_dict(d)
-    cfg.validate()
-    return cfg
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `update`'s values, nested dicts merged key by key."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

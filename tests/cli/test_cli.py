@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fexgan.config import build_config
 from fexgan.expressions import EXPRESSIONS
+from fexgan.presets import build_config
 from fexgan.training.loop import train
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
@@ -31,7 +31,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> Non
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, face_folder: Path) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
-    cfg = build_config("tiny", overrides=[f"data=folder:{face_folder}", "device=cpu", "threads=1", "steps=1"])
+    cfg = build_config("tiny", overrides=[f"data.source=folder:{face_folder}", "run.device=cpu", "run.threads=1", "run.steps=1"])
     train(cfg, out, progress=False)
     return out
 
@@ -81,7 +81,7 @@ def test_bad_option_values_are_one_line(tmp_path: Path) -> None:
 
 def test_tiny_preset_trains_on_its_default_toon_data(tmp_path: Path) -> None:
     proc = fexgan("train", "--preset", "tiny", "--steps", "2", "--out", "run", "--device", "cpu", "--quiet",
-                  "--set", "threads=1", cwd=tmp_path)
+                  "--set", "run.threads=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "toon:4" in (tmp_path / "run" / "config.json").read_text()
     assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "samples" / "final.png").is_file()

@@ -15,12 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fexgan import __version__
-from fexgan.config import NUMERICS, build_config
+from fexgan.config import NUMERICS
 from fexgan.data import toon
 from fexgan.errors import UserError
 from fexgan.files import checkpoint as ckpt
 from fexgan.nets.designs import build_generator
 from fexgan.nets.networks import build_discriminator
+from fexgan.presets import build_config
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
 

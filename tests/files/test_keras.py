@@ -15,11 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from fexgan.config import PAPER_NUMERICS, ModelConfig
+from fexgan.config import ModelConfig
 from fexgan.errors import UserError
 from fexgan.files import checkpoint as ckpt
 from fexgan.files.keras import import_keras
 from fexgan.nets.networks import Discriminator, Generator
+from fexgan.presets import PAPER_NUMERICS
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
 SMALL = ModelConfig(image_size=32, width=0.25, latent_dim=16, background=(0, 0, 0), **PAPER_NUMERICS)

@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors import safe_open
 
 import fexgan
-from fexgan.config import ModelConfig, build_config
+from fexgan.config import ModelConfig
 from fexgan.data import toon
 from fexgan.data.images import from_pil, to_model_input, to_uint8
 from fexgan.data.sources import load_source, toon_options
@@ -26,6 +26,7 @@ from fexgan.files import checkpoint as ckpt
 from fexgan.generation import export as ex
 from fexgan.metrics.groundtruth import compare
 from fexgan.metrics.judge import get_judge
+from fexgan.presets import build_config
 from fexgan.training.loop import train
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The model file of a briefly trained tiny model (trained, so its outputs are not near-constant)."""
     out = tmp_path_factory.mktemp("run") / "tiny"
-    train(build_config("tiny", overrides=["data=toon:4", "steps=30", "device=cpu", "threads=1"]), out, progress=False)
+    train(build_config("tiny", overrides=["data.source=toon:4", "run.steps=30", "run.device=cpu", "run.threads=1"]), out, progress=False)
     return out / "model.safetensors"
 
 
@@ -145,7 +146,7 @@ def test_the_edit_design_exports_with_parity(tmp_path: Path) -> None:
     """The edit design's generator graph takes the source's pixels into its decoder: it matches
     `transfer` on real faces, and its decoder graph draws alone as `decode` without a source does."""
     run = tmp_path / "edit"
-    train(build_config("tiny", overrides=["model.generator=edit", "steps=20", "device=cpu", "threads=1"]), run,
+    train(build_config("tiny", overrides=["model.generator=edit", "run.steps=20", "run.device=cpu", "run.threads=1"]), run,
           progress=False)
     out = tmp_path / "onnx"
     parity = ex.export(run, "onnx", out).parity

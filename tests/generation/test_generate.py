@@ -15,7 +15,6 @@ from conftest import draw_face
 from PIL import Image, ImageDraw
 
 import fexgan
-from fexgan.config import build_config
 from fexgan.data import toon
 from fexgan.data.images import to_model_input
 from fexgan.data.sources import load_source
@@ -28,6 +27,7 @@ from fexgan.generation.animation import animation_bytes, save_frames
 from fexgan.generation.inference import FExGAN
 from fexgan.metrics.groundtruth import TOON_SEED
 from fexgan.nets.networks import Discriminator, Generator
+from fexgan.presets import build_config, load_run_config
 
 PAD, LABEL = 4, 26          # image_grid's padding, and a label row's height for 128 px cells
 CELL = figures.FIGURE_CELL
@@ -56,7 +56,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run trained for 40 steps (checkpoints every 20) on the tiny preset's toon faces. Its model
     files hold the raw generator: averaged over these few steps its outputs barely follow the affect,
     and the tests here need outputs that do (a morph's frames must differ)."""
-    cfg = build_config("tiny", overrides=["steps=40", "checkpoint_every=20", "ema_decay=0"])
+    cfg = build_config("tiny", overrides=["run.steps=40", "logging.checkpoint_every=20", "optimiser.ema_decay=0"])
     out = tmp_path_factory.mktemp("gen") / "run"
     from fexgan.training.loop import train
 
@@ -245,8 +245,7 @@ def test_gif_and_frames(lively: FExGAN, faces: dict[str, Path], tmp_path: Path) 
 def test_figures_sizes_and_neutral_val_faces(run: Path, model: FExGAN, tmp_path: Path) -> None:
     faces, characters = figures.neutral_faces(run, model)
     split = json.loads((run / "data.json").read_text())
-    cfg = json.loads((run / "config.json").read_text())
-    data = load_source(cfg["data"], 32)
+    data = load_source(load_run_config(run).data.source, 32)
     neutral = EXPRESSIONS.index("neutral")
     val_neutral = [data.names.index(n) for n in split["val"] if data.expression[data.names.index(n)] == neutral]
     assert characters == data.identities

@@ -25,8 +25,8 @@ from conftest import losses
 from safetensors.torch import load_file, save_file
 
 import fexgan
-from fexgan.config import build_config
 from fexgan.data import toon
+from fexgan.presets import build_config
 from fexgan.training.loop import train
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The recipe of the references: the `tiny` preset on toon:4, seed 0, one log record per step."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    train(build_config("tiny", overrides=["device=cpu", "threads=1", f"steps={STEPS}"]), out, progress=False)
+    train(build_config("tiny", overrides=["run.device=cpu", "run.threads=1", f"run.steps={STEPS}"]), out, progress=False)
     if UPDATE:
         REFERENCE.mkdir(exist_ok=True)
         shutil.copy(out / "log.jsonl", REFERENCE / "log.jsonl")

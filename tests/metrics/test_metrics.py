@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from fexgan.config import build_config
 from fexgan.data.images import to_model_input
 from fexgan.data.pairs import split_indices
 from fexgan.data.sources import cache_dir, load_source
@@ -26,6 +25,7 @@ from fexgan.metrics.groundtruth import MAX_PSNR, compare, gradient_energy, rende
 from fexgan.metrics.judge import FORMAT, get_judge, load_judge
 from fexgan.metrics.realism import diversity, frechet_distance
 from fexgan.nets.networks import Discriminator, Generator
+from fexgan.presets import build_config
 from fexgan.training.loop import train
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
@@ -50,8 +50,8 @@ def judge(data):
 def run(tmp_path_factory, judge) -> Path:
     """A barely trained tiny model at 64 px on the same data (so it shares the judge)."""
     out = tmp_path_factory.mktemp("run") / "tiny64"
-    cfg = build_config("tiny", overrides=[f"data={SPEC}", f"model.image_size={SIZE}", "steps=20", "device=cpu",
-                                          "threads=1"])
+    cfg = build_config("tiny", overrides=[f"data.source={SPEC}", f"model.image_size={SIZE}", "run.steps=20", "run.device=cpu",
+                                          "run.threads=1"])
     train(cfg, out, progress=False)
     return out
 

@@ -11,12 +11,13 @@ from conftest import losses
 from torch import nn
 
 import fexgan
-from fexgan.config import TrainConfig, build_config
+from fexgan.config import TrainConfig
 from fexgan.data import toon
 from fexgan.errors import UserError
 from fexgan.files.checkpoint import format_version, read_metadata
 from fexgan.nets.designs import DESIGNS, Design, design_of, register
 from fexgan.nets.networks import Generator
+from fexgan.presets import build_config
 from fexgan.training.loop import train
 
 
@@ -47,7 +48,7 @@ def tint() -> Design:
 
 
 def test_a_design_registered_in_the_tests_trains_saves_loads_and_transfers(tint: Design, tmp_path: Path) -> None:
-    cfg = build_config("tiny", overrides=["data=toon:4", "device=cpu", "threads=1", "steps=6", "model.generator=tint"])
+    cfg = build_config("tiny", overrides=["data.source=toon:4", "run.device=cpu", "run.threads=1", "run.steps=6", "model.generator=tint"])
     model_file = train(cfg, tmp_path / "run", progress=False)
     logged = losses(tmp_path / "run")
     assert [("tint_size" in r) for r in logged] == [True, False] * 3  # its term on every 2nd step, from the first
@@ -60,8 +61,8 @@ def test_a_design_registered_in_the_tests_trains_saves_loads_and_transfers(tint:
 
 
 def test_a_fine_tune_may_freeze_only_the_designs_parts(tint: Design, tmp_path: Path) -> None:
-    cfg = build_config("tiny", overrides=["data=toon:4", "device=cpu", "steps=1", "model.generator=tint",
-                                          "freeze=generator.decoder"])
+    cfg = build_config("tiny", overrides=["data.source=toon:4", "run.device=cpu", "run.steps=1", "model.generator=tint",
+                                          "finetune.freeze=generator.decoder"])
     with pytest.raises(UserError, match=r"tint design has no such part \(it has generator.encoder\)"):
         train(cfg, tmp_path / "run", progress=False)
 
@@ -69,6 +70,6 @@ def test_a_fine_tune_may_freeze_only_the_designs_parts(tint: Design, tmp_path: P
 def test_an_unknown_design_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="generator design 'warp' is not one of paper, edit"):
         design_of("warp")
-    cfg = build_config("tiny", overrides=["data=toon:4", "device=cpu", "steps=1", "model.generator=warp"])
+    cfg = build_config("tiny", overrides=["data.source=toon:4", "run.device=cpu", "run.steps=1", "model.generator=warp"])
     with pytest.raises(UserError, match="'warp'"):
         train(cfg, tmp_path / "run", progress=False)

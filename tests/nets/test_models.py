@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fexgan.config import IMAGE_SIZES, PAPER_NUMERICS, ModelConfig
+from fexgan.config import IMAGE_SIZES, ModelConfig
 from fexgan.nets.designs import build_generator
 from fexgan.nets.networks import (
     Decoder,
@@ -17,6 +17,7 @@ from fexgan.nets.networks import (
     Encoder,
     Generator,
 )
+from fexgan.presets import PAPER_NUMERICS
 
 B = 2
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from fexgan.files.checkpoint import read_metadata
 
 FEXGAN = str(Path(sys.executable).with_name("fexgan"))
-COMMON = ["--preset", "tiny", "--set", "threads=1", "--set", "log_every=1", "--quiet"]
+COMMON = ["--preset", "tiny", "--set", "run.threads=1", "--set", "logging.log_every=1", "--quiet"]
 
 
 def run_train(out: Path, nproc: int, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -60,7 +60,7 @@ def test_loss_matches_single_process_over_the_same_global_batch(runs):
 def test_the_edit_design_draws_alone_on_every_other_step_across_processes(tmp_path: Path) -> None:
     """`alone_every=2`: the decoder's output layer goes unused on every other step, which DDP must allow;
     the log has the design's terms on the steps that drew them, weighted twice."""
-    res = run_train(tmp_path / "edit", 2, "--steps", "4", "--set", "model.generator=edit", "--set", "alone_every=2")
+    res = run_train(tmp_path / "edit", 2, "--steps", "4", "--set", "model.generator=edit", "--set", "edit.alone_every=2")
     assert res.returncode == 0, res.stderr[-2000:]
     assert read_metadata(tmp_path / "edit" / "model.safetensors")[1]["replicas_identical"] is True
     records = losses(tmp_path / "edit")
@@ -82,7 +82,7 @@ def test_resume_under_torchrun_continues_exactly_like_an_uninterrupted_run(tmp_p
     """Two processes, 8 steps, a checkpoint every 4: the run cut back to its step-4 checkpoint and
     resumed with two processes logs the same records and ends with the same weights."""
     whole = tmp_path / "whole"
-    res = run_train(whole, 2, "--steps", "8", "--set", "checkpoint_every=4")
+    res = run_train(whole, 2, "--steps", "8", "--set", "logging.checkpoint_every=4")
     assert res.returncode == 0, res.stderr[-2000:]
     cut = tmp_path / "cut"
     shutil.copytree(whole, cut)
@@ -118,7 +118,7 @@ def test_killing_a_rank_stops_the_job_and_resume_continues(tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     job = subprocess.Popen([FEXGAN, "train", *COMMON, "--out", str(out), "--nproc", "2", "--steps", "100000",
-                            "--set", "checkpoint_every=5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            "--set", "logging.checkpoint_every=5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "checkpoints").glob("*.state.pt")):

@@ -25,19 +25,20 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from fexgan.cli.main import main
-from fexgan.config import TrainConfig, build_config
+from fexgan.config import TrainConfig
 from fexgan.data.pairs import split_indices
 from fexgan.data.sources import load_source
 from fexgan.errors import UserError
 from fexgan.expressions import EXPRESSIONS
 from fexgan.files import checkpoint as ckpt
 from fexgan.files.checkpoint import latest_checkpoint
+from fexgan.presets import build_config
 from fexgan.training import loop
 from fexgan.training.loop import train
 from fexgan.training.monitor import validation, validation_batch
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
-TINY = ["--preset", "tiny", "--device", "cpu", "--quiet", "--set", "threads=1"]
+TINY = ["--preset", "tiny", "--device", "cpu", "--quiet", "--set", "run.threads=1"]
 STEPS, EVERY = 6, 2  # the reference run: checkpoints at 0, 2, 4, 6
 
 
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny(*overrides: str) -> TrainConfig:
     """The tiny preset on its built-in `toon:4` faces, on one CPU thread."""
-    return build_config("tiny", overrides=["device=cpu", "threads=1", *overrides])
+    return build_config("tiny", overrides=["run.device=cpu", "run.threads=1", *overrides])
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -57,7 +58,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def ref(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 steps with checkpoints every 2: what the damaged, poisoned and diverging copies are compared with."""
     out = tmp_path_factory.mktemp("reliability") / "ref"
-    train(tiny(f"steps={STEPS}", f"checkpoint_every={EVERY}"), out, progress=False)
+    train(tiny(f"run.steps={STEPS}", f"logging.checkpoint_every={EVERY}"), out, progress=False)
     return out
 
 
@@ -70,9 +71,9 @@ def copy_run(run: Path, dest: Path) -> Path:
 def test_kill_9_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     """SIGKILL a real `fexgan train` (checkpointing every 2 steps, so it is often mid-write), resume it,
     and get the uninterrupted run's losses and weights exactly."""
-    settings = ["--set", "checkpoint_every=2", "--set", "keep_checkpoints=2"]
+    settings = ["--set", "logging.checkpoint_every=2", "--set", "logging.keep_checkpoints=2"]
     steps = 40
-    train(tiny(f"steps={steps}", "checkpoint_every=2", "keep_checkpoints=2"), tmp_path / "whole", progress=False)
+    train(tiny(f"run.steps={steps}", "logging.checkpoint_every=2", "logging.keep_checkpoints=2"), tmp_path / "whole", progress=False)
 
     run = tmp_path / "killed"
     job = subprocess.Popen([str(FEXGAN), "train", *TINY, *settings, "--steps", str(steps), "--out", str(run)],
@@ -119,7 +120,7 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_cleanly(tmp_path: Path, s
     assert [r["step"] for r in losses(run)] == list(range(1, stopped + 1))  # stopped between steps
     assert not (run / "model.safetensors").exists()
     if sig == signal.SIGTERM:
-        train(tiny(f"steps={stopped + 2}"), run, resume=True, progress=False)
+        train(tiny(f"run.steps={stopped + 2}"), run, resume=True, progress=False)
         assert [r["step"] for r in losses(run)] == list(range(1, stopped + 3))
 
 
@@ -167,7 +168,7 @@ def test_resume_after_a_damaged_checkpoint_continues_exactly_from_the_previous_o
     run = copy_run(ref, tmp_path / "run")
     flip_tensor_byte(run / "checkpoints" / "step_0000006.safetensors")
     (run / "model.safetensors").unlink()
-    train(tiny(f"steps={STEPS}", f"checkpoint_every={EVERY}"), run, resume=True, progress=False)
+    train(tiny(f"run.steps={STEPS}", f"logging.checkpoint_every={EVERY}"), run, resume=True, progress=False)
     assert losses(run) == losses(ref)  # the log was cut back to step 4, then steps 5-6 logged again
     assert same_tensors(run / "model.safetensors", ref / "model.safetensors")
     assert same_tensors(run / "checkpoints" / "step_0000006.safetensors", ref / "checkpoints" / "step_0000006.safetensors")
@@ -178,8 +179,8 @@ def test_the_last_k_and_the_best_by_validation_l1_are_kept(ref: Path) -> None:
     assert names == ["best.safetensors"] + [f"step_{s:07d}.{ext}" for s in (2, 4, 6) for ext in ("safetensors", "state.pt")]
     best = ckpt.load_model(ref / "checkpoints" / "best.safetensors")
     cfg = TrainConfig.from_dict(json.loads((ref / "config.json").read_text()))
-    data = load_source(cfg.data, cfg.model.image_size)
-    _, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
+    data = load_source(cfg.data.source, cfg.model.image_size)
+    _, val_idx = split_indices(data, cfg.data.val_fraction, cfg.run.seed)
     batch = validation_batch(data, val_idx, cfg, torch.device("cpu"))
     assert best.summary["val_l1"] == pytest.approx(validation(best.generator, batch)["val_l1"], abs=1e-6)  # honest
     kept = [ckpt.read_metadata(ref / "checkpoints" / f"step_{s:07d}.safetensors")[1]["val_l1"] for s in (2, 4, 6)]
@@ -218,14 +219,14 @@ def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(ref: Path, tmp
     meta = ckpt.raw_metadata(weights)
     save_file(load_file(str(weights)), str(weights), {**meta, "state_sha256": ckpt.file_sha256(state)})
     with pytest.raises(UserError, match="refusing to load"):
-        train(tiny(f"steps={STEPS + 2}", f"checkpoint_every={EVERY}"), run, resume=True, progress=False)
+        train(tiny(f"run.steps={STEPS + 2}", f"logging.checkpoint_every={EVERY}"), run, resume=True, progress=False)
     assert not marker.exists()
 
 
 def test_resuming_with_another_architecture_says_what_it_expected_and_found(ref: Path, tmp_path: Path) -> None:
     run = copy_run(ref, tmp_path / "run")
     with pytest.raises(UserError, match=r"width 0\.0625 \(run: 0\.125\)"):
-        train(tiny(f"steps={STEPS + 2}", "model.width=0.125"), run, resume=True, progress=False)
+        train(tiny(f"run.steps={STEPS + 2}", "model.width=0.125"), run, resume=True, progress=False)
 
 
 # ----------------------------------------------------------------------------- bad data
@@ -271,7 +272,7 @@ def bad_tree(root: Path) -> Path:
 def test_bad_files_are_converted_or_skipped_and_reported_in_the_run_folder(tmp_path: Path) -> None:
     root = bad_tree(tmp_path / "faces")
     run = tmp_path / "run"
-    train(tiny(f"data=folder:{root}", "steps=1"), run, progress=False)
+    train(tiny(f"data.source=folder:{root}", "run.steps=1"), run, progress=False)
     report = json.loads((run / "data.json").read_text())
     skipped = {Path(path).name: reason for path, reason in report["skipped_files"]}
     assert report["skipped"] == len(UNREADABLE) and set(skipped) == set(UNREADABLE)
@@ -285,7 +286,7 @@ def test_bad_files_are_converted_or_skipped_and_reported_in_the_run_folder(tmp_p
 def test_too_few_readable_images_fail_clearly_and_write_nothing(tmp_path: Path) -> None:
     root = bad_tree(tmp_path / "faces")
     with pytest.raises(UserError, match=r"disgust \(4\).*fewer than 5 readable images.*5 unreadable file\(s\) were skipped"):
-        train(tiny(f"data=folder:{root}", "steps=1", "min_images_per_class=5"), tmp_path / "run", progress=False)
+        train(tiny(f"data.source=folder:{root}", "run.steps=1", "data.min_images_per_class=5"), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
     for f in (root / "char1").rglob("*.png"):  # an identity whose files are all unreadable
         f.write_bytes(b"")
@@ -321,7 +322,7 @@ def test_a_nan_rolls_back_to_the_last_checkpoint_with_a_lower_learning_rate(
     make_batch = loop.make_batch
     monkeypatch.setattr(loop, "make_batch", third_batch_poisoned)
     run = tmp_path / "run"
-    train(tiny(f"steps={STEPS}", f"checkpoint_every={EVERY}"), run, progress=False)
+    train(tiny(f"run.steps={STEPS}", f"logging.checkpoint_every={EVERY}"), run, progress=False)
     out = capsys.readouterr().err
     assert ("non-finite discriminator loss or gradient at step 3: rolled back to step_0000002.safetensors with "
             "learning rate 0.0001 (rollback 1 of 3)") in out
@@ -341,7 +342,7 @@ def test_a_run_that_keeps_diverging_gives_up_clearly_and_never_writes_a_nan_mode
     run = tmp_path / "run"
     with pytest.raises(UserError, match=r"diverged at step \d+ .* after 2 rollback\(s\).*no model was written.*"
                                         r"step_0000000.safetensors"):
-        train(tiny("steps=6", "lr=1e6", "max_rollbacks=2", "checkpoint_every=2"), run, progress=False)
+        train(tiny("run.steps=6", "optimiser.lr=1e6", "run.max_rollbacks=2", "logging.checkpoint_every=2"), run, progress=False)
     assert not (run / "model.safetensors").exists()
     for f in (run / "checkpoints").glob("*.safetensors"):
         assert all(torch.isfinite(t).all() for t in ckpt.read_tensors(f).values()), f
@@ -364,16 +365,16 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(ref: Path
         f"error: could not write checkpoint step_0000008 (File too large); the previous checkpoint "
         f"step_0000006.safetensors is intact; free some disk space and continue with --resume {run}"]
     assert snapshot(run / "checkpoints") == before and (run / "model.safetensors").read_bytes() == model
-    train(tiny(f"steps={STEPS + 4}", f"checkpoint_every={EVERY}"), run, resume=True, progress=False)
+    train(tiny(f"run.steps={STEPS + 4}", f"logging.checkpoint_every={EVERY}"), run, resume=True, progress=False)
     assert [r["step"] for r in losses(run)] == list(range(1, STEPS + 5))
 
 
 @pytest.mark.parametrize("args, words", [
     (["--steps", "0"], "--steps"), (["--minutes", "inf"], "infinite"), (["--nproc", "0"], "--nproc"),
-    (["--set", "log_every=0"], "log_every"), (["--set", "lr=nan"], "learning rate"), (["--seed", "-1"], "seed"),
-    (["--set", "keep_checkpoints=0"], "keep_checkpoints"), (["--set", "rollback_lr_factor=2"], "rollback_lr_factor"),
-    (["--set", "min_images_per_class=0"], "min_images_per_class"), (["--set", "gamma=-1"], "gamma"),
-    (["--set", "augment_shift=3"], "augment_shift"), (["--bogus"], "No such option"),
+    (["--set", "logging.log_every=0"], "log_every"), (["--set", "optimiser.lr=nan"], "learning rate"), (["--seed", "-1"], "seed"),
+    (["--set", "logging.keep_checkpoints=0"], "keep_checkpoints"), (["--set", "run.rollback_lr_factor=2"], "rollback_lr_factor"),
+    (["--set", "data.min_images_per_class=0"], "min_images_per_class"), (["--set", "losses.gamma=-1"], "gamma"),
+    (["--set", "data.augment_shift=3"], "augment_shift"), (["--bogus"], "No such option"),
     (["--data", "folder:/nonexistent/faces"], "does not exist"), (["--config", "/nonexistent.json"], "does not exist"),
     (["--out", "FILE", "--steps", "1"], "is a file"),
 ])

@@ -15,12 +15,13 @@ from conftest import losses, same_tensors
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from fexgan.config import TrainConfig, build_config
+from fexgan.config import TrainConfig
 from fexgan.data.pairs import PairSampler, split_indices
 from fexgan.data.sources import load_source
 from fexgan.devices import bf16_support
 from fexgan.errors import UserError
 from fexgan.files import checkpoint as ckpt
+from fexgan.presets import build_config
 from fexgan.training.loop import train
 from fexgan.training.monitor import sample_sources, write_sample_grid
 from fexgan.training.runs import prepare_run
@@ -44,14 +45,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(face_folder: Path, *overrides: str) -> TrainConfig:
-    return build_config("tiny", overrides=[f"data=folder:{face_folder}", "device=cpu", "threads=1", *overrides])
+    return build_config("tiny", overrides=[f"data.source=folder:{face_folder}", "run.device=cpu", "run.threads=1", *overrides])
 
 
 @pytest.fixture(scope="module")
 def run_a(tmp_path_factory: pytest.TempPathFactory, face_folder: Path) -> Path:
     """The reference run: 8 steps, checkpoints and sample grids every 4."""
     out = tmp_path_factory.mktemp("runs") / "a"
-    train(tiny(face_folder, f"steps={STEPS}", f"checkpoint_every={EVERY}", f"sample_every={EVERY}"), out,
+    train(tiny(face_folder, f"run.steps={STEPS}", f"logging.checkpoint_every={EVERY}", f"logging.sample_every={EVERY}"), out,
           progress=False)
     return out
 
@@ -71,11 +72,11 @@ def interrupted_copy(run: Path, dest: Path) -> Path:
 @pytest.fixture
 def step_setup(face_folder: Path) -> tuple:
     cfg = tiny(face_folder)
-    data = load_source(cfg.data, 32)
-    train_idx, _ = split_indices(data, cfg.val_fraction)
+    data = load_source(cfg.data.source, 32)
+    train_idx, _ = split_indices(data, cfg.data.val_fraction)
     torch.manual_seed(0)
     nets = build_nets(cfg, CPU)
-    sampler = PairSampler(data, train_idx, cfg.batch_size, seed=0)
+    sampler = PairSampler(data, train_idx, cfg.optimiser.batch_size, seed=0)
     batch = make_batch(data, data.images, *sampler.next_batch(), cfg, torch.Generator().manual_seed(1), CPU)
     return cfg, data, nets, batch
 
@@ -84,9 +85,9 @@ def test_a_source_and_its_l1_target_get_the_same_shift_and_zoom(step_setup: tupl
     """With the source itself as its L1 target, the augmented pair must stay identical; and the
     augmentation does move them (the paired version of the paper's crop/jitter)."""
     cfg, data, _, _ = step_setup
-    src = torch.arange(cfg.batch_size)
+    src = torch.arange(cfg.optimiser.batch_size)
     plain = make_batch(data, data.images, src, data.expression[src], src,
-                       build_config("tiny", overrides=["augment_shift=0", "augment_scale=0"]), torch.Generator(), CPU)
+                       build_config("tiny", overrides=["data.augment_shift=0", "data.augment_scale=0"]), torch.Generator(), CPU)
     batch = make_batch(data, data.images, src, data.expression[src], src, cfg, torch.Generator().manual_seed(3), CPU)
     assert torch.equal(batch["source"], batch["target"])
     assert not torch.allclose(batch["source"], plain["source"], atol=0.05)
@@ -97,7 +98,7 @@ def test_one_step_changes_every_parameter_of_both_networks(step_setup: tuple) ->
     cfg, _, nets, batch = step_setup
     before = {f"{n}.{k}": p.detach().clone() for n, net in (("G", nets.G), ("D", nets.D))
               for k, p in net.named_parameters()}
-    out = train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST)
+    out = train_step(nets, batch, cfg, cfg.losses.alpha, NO_AUTOCAST)
     after = {f"{n}.{k}": p.detach() for n, net in (("G", nets.G), ("D", nets.D)) for k, p in net.named_parameters()}
     unchanged = [k for k in before if torch.equal(before[k], after[k])]
     assert unchanged == []
@@ -114,9 +115,9 @@ def test_precision_is_bf16_only_where_the_cpu_has_it_and_amp_is_on(face_folder: 
     flags = [f for f in ("avx512_bf16", "amx_bf16") if f in Path("/proc/cpuinfo").read_text()]
     assert (BF16 is not None) == bool(flags)
     assert precision(tiny(face_folder), CPU) == "fp32 (amp=false)"  # the tests' preset: the same numbers everywhere
-    on = precision(tiny(face_folder, "amp=true"), CPU)
+    on = precision(tiny(face_folder, "run.amp=true"), CPU)
     assert on == (f"bf16 autocast (CPU {' + '.join(flags)})" if flags else "fp32 (no native bf16 on this cpu)")
-    assert autocast_for(tiny(face_folder, "amp=true"), CPU).fast_dtype == torch.bfloat16
+    assert autocast_for(tiny(face_folder, "run.amp=true"), CPU).fast_dtype == torch.bfloat16
 
 
 @pytest.mark.skipif(BF16 is None, reason="this CPU has no native bf16 (avx512_bf16 / amx_bf16): the fp32 path is what runs")
@@ -125,14 +126,14 @@ def test_a_bf16_step_keeps_weights_optimiser_and_average_in_fp32_and_is_close_to
     leaves every stored tensor fp32."""
     results = {}
     for amp in ("false", "true"):
-        cfg = tiny(face_folder, f"amp={amp}")
-        data = load_source(cfg.data, 32)
+        cfg = tiny(face_folder, f"run.amp={amp}")
+        data = load_source(cfg.data.source, 32)
         torch.manual_seed(0)
         nets = build_nets(cfg, CPU)
-        batch = make_batch(data, data.images, *PairSampler(data, split_indices(data, 0.2)[0], cfg.batch_size, seed=0
+        batch = make_batch(data, data.images, *PairSampler(data, split_indices(data, 0.2)[0], cfg.optimiser.batch_size, seed=0
                                                            ).next_batch(), cfg, torch.Generator().manual_seed(1), CPU)
         torch.manual_seed(1)
-        results[amp] = train_step(nets, batch, cfg, cfg.alpha, autocast_for(cfg, CPU), ema_decay=0.5)
+        results[amp] = train_step(nets, batch, cfg, cfg.losses.alpha, autocast_for(cfg, CPU), ema_decay=0.5)
     assert autocast_for(cfg, CPU).fast_dtype == torch.bfloat16 and autocast_for(cfg, CPU)._enabled
     stored = [*nets.G.state_dict().values(), *nets.D.state_dict().values(), *nets.G_ema.state_dict().values(),
               *(v for opt in (nets.opt_g, nets.opt_d) for st in opt.state.values() for v in st.values()
@@ -146,7 +147,7 @@ def test_a_bf16_step_keeps_weights_optimiser_and_average_in_fp32_and_is_close_to
 @pytest.mark.skipif(BF16 is None, reason="this CPU has no native bf16")
 def test_a_bf16_run_trains_without_tripping_the_divergence_guard(face_folder: Path, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
-    model = train(tiny(face_folder, "amp=true", "steps=40", "lr=1e-3"), tmp_path / "run", progress=False)
+    model = train(tiny(face_folder, "run.amp=true", "run.steps=40", "optimiser.lr=1e-3"), tmp_path / "run", progress=False)
     assert "precision: bf16 autocast" in capsys.readouterr().out
     log = losses(tmp_path / "run")
     assert len(log) == 40 and "rolled back" not in capsys.readouterr().err
@@ -186,8 +187,8 @@ def test_every_logged_loss_is_recomputed_from_the_networks_and_the_right_labels(
             "kl": (-0.5 * (1 + 2 * log_sigma - mu ** 2 - torch.exp(2 * log_sigma)).sum(1)).mean(),
             "rec": (fake - batch["target"]).abs().mean()}
     want["d_total"] = want["d_real"] + want["d_fake"]
-    want["g_total"] = (0.3 * want["g_adv"] + cfg.alpha * want["g_cls"] + cfg.beta * want["kl"]
-                       + cfg.gamma * want["rec"])
+    want["g_total"] = (0.3 * want["g_adv"] + cfg.losses.alpha * want["g_cls"] + cfg.losses.beta * want["kl"]
+                       + cfg.losses.gamma * want["rec"])
     for key, value in want.items():
         torch.testing.assert_close(logged[key], value.float(), rtol=1e-5, atol=1e-6, msg=key)
 
@@ -197,7 +198,7 @@ def test_with_d_augment_the_discriminator_judges_shifted_degraded_views_of_reals
     zoom, blur or noise), differentiable so that the generator's terms reach it through the view; the
     logged losses are those of the views, drawn in the step's order (fake, then real)."""
     _, _, nets, batch = step_setup
-    cfg = build_config("tiny", overrides=["d_augment=true"])
+    cfg = build_config("tiny", overrides=["losses.d_augment=true"])
     assert discriminator_view(batch["source"], build_config("tiny")) is batch["source"]
     image = batch["source"].clone().requires_grad_(True)
     view = discriminator_view(image, cfg)
@@ -223,9 +224,9 @@ def test_without_kl_and_l1_the_adversarial_and_class_terms_still_train_the_gener
     """gamma = beta = 0: what is left of the generator's loss reaches it only through the discriminator's
     pass over the fakes; every generator weight gets a gradient and moves."""
     cfg, _, nets, batch = step_setup
-    cfg = build_config("tiny", overrides=["gamma=0", "beta=0"])
+    cfg = build_config("tiny", overrides=["losses.gamma=0", "losses.beta=0"])
     before = {k: p.detach().clone() for k, p in nets.G.named_parameters()}
-    train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST)
+    train_step(nets, batch, cfg, cfg.losses.alpha, NO_AUTOCAST)
     no_grad = [k for k, p in nets.G.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
     assert no_grad == []
     assert [k for k, p in nets.G.named_parameters() if torch.equal(p, before[k])] == []
@@ -233,22 +234,22 @@ def test_without_kl_and_l1_the_adversarial_and_class_terms_still_train_the_gener
 
 def test_reconstruction_loss_falls_over_a_few_dozen_steps(face_folder: Path, step_setup: tuple) -> None:
     _, _, nets, batch = step_setup
-    cfg = tiny(face_folder, "gamma=100", "lr=1e-3")
+    cfg = tiny(face_folder, "losses.gamma=100", "optimiser.lr=1e-3")
     for opt in (nets.opt_g, nets.opt_d):
         for group in opt.param_groups:
-            group["lr"] = cfg.lr
-    rec = [train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST)["rec"].item() for _ in range(30)]
+            group["lr"] = cfg.optimiser.lr
+    rec = [train_step(nets, batch, cfg, cfg.losses.alpha, NO_AUTOCAST)["rec"].item() for _ in range(30)]
     first, last = sum(rec[:5]) / 5, sum(rec[-5:]) / 5
     assert last < 0.85 * first, rec
 
 
 def test_model_file_round_trip_reproduces_both_networks(step_setup: tuple, tmp_path: Path) -> None:
     cfg, _, nets, batch = step_setup
-    train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST)  # batch-norm statistics are no longer the defaults
+    train_step(nets, batch, cfg, cfg.losses.alpha, NO_AUTOCAST)  # batch-norm statistics are no longer the defaults
     ckpt.save_model(tmp_path / "m.safetensors", nets.G, nets.D, cfg.model, {"note": "x"})
     loaded = ckpt.load_model(tmp_path / "m.safetensors")
     assert loaded.config == cfg.model and loaded.summary == {"note": "x"}
-    if cfg.channels_last:  # compare in the layout training uses: NHWC kernels round differently (~1e-15)
+    if cfg.run.channels_last:  # compare in the layout training uses: NHWC kernels round differently (~1e-15)
         loaded.generator.to(memory_format=torch.channels_last), loaded.discriminator.to(memory_format=torch.channels_last)
     nets.G.eval(), nets.D.eval()
     with torch.no_grad():
@@ -261,7 +262,7 @@ def test_model_file_round_trip_reproduces_both_networks(step_setup: tuple, tmp_p
 def test_the_moving_average_follows_the_trained_generator(step_setup: tuple) -> None:
     cfg, _, nets, batch = step_setup
     start = {k: v.clone() for k, v in nets.G_ema.state_dict().items()}
-    train_step(nets, batch, cfg, cfg.alpha, NO_AUTOCAST, ema_decay=0.75)
+    train_step(nets, batch, cfg, cfg.losses.alpha, NO_AUTOCAST, ema_decay=0.75)
     trained = nets.G.state_dict()
     for k, v in nets.G_ema.state_dict().items():
         if v.is_floating_point():  # weights and batch-norm statistics: 0.75 old + 0.25 new
@@ -270,9 +271,10 @@ def test_the_moving_average_follows_the_trained_generator(step_setup: tuple) -> 
             assert torch.equal(v, trained[k])
     assert any(not torch.equal(v, trained[k]) for k, v in nets.G_ema.state_dict().items())
     assert not any(p.requires_grad for p in nets.G_ema.parameters()) and not nets.G_ema.training
-    assert ema_decay_at(cfg, 0) == pytest.approx(0.1) and ema_decay_at(cfg, 10**6) == cfg.ema_decay
+    assert ema_decay_at(cfg, 0) == pytest.approx(0.1) and ema_decay_at(cfg, 10**6) == cfg.optimiser.ema_decay
     # a run from a model's weights (a fine-tune) keeps that model's average: no warm-up to shed
-    assert ema_decay_at(dataclasses.replace(cfg, init_from="toon-any-64"), 0) == cfg.ema_decay
+    started = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, init_from="toon-any-64"))
+    assert ema_decay_at(started, 0) == cfg.optimiser.ema_decay
 
 
 def test_model_files_hold_the_moving_average_and_resume_restores_both(run_a: Path, face_folder: Path,
@@ -281,10 +283,10 @@ def test_model_files_hold_the_moving_average_and_resume_restores_both(run_a: Pat
     averaged = ckpt.load_model(run_a / "model.safetensors").generator.state_dict()
     raw = state["generator_train"]
     assert set(raw) == set(averaged) and any(not torch.equal(raw[k], averaged[k]) for k in raw)
-    train(tiny(face_folder, f"steps={STEPS}", "ema_decay=0"), tmp_path / "raw", progress=False)
+    train(tiny(face_folder, f"run.steps={STEPS}", "optimiser.ema_decay=0"), tmp_path / "raw", progress=False)
     assert "generator_train" not in ckpt.load_state(tmp_path / "raw" / "checkpoints" / f"step_{STEPS:07d}.state.pt")
     with pytest.raises(UserError, match="without a moving average.*ema_decay=0"):
-        train(tiny(face_folder, f"steps={STEPS + 2}"), tmp_path / "raw", resume=True, progress=False)
+        train(tiny(face_folder, f"run.steps={STEPS + 2}"), tmp_path / "raw", resume=True, progress=False)
 
 
 def test_a_run_starts_from_a_model_files_weights_with_a_fresh_optimiser(run_a: Path, face_folder: Path,
@@ -292,20 +294,20 @@ def test_a_run_starts_from_a_model_files_weights_with_a_fresh_optimiser(run_a: P
     """`init_from`: step 0 holds the file's weights (generator, its average and the discriminator), the
     optimisers start empty, and the run records where it started; another architecture is refused."""
     out = tmp_path / "from_a"
-    train(tiny(face_folder, "steps=2", f"init_from={run_a}"), out, progress=False)
+    train(tiny(face_folder, "run.steps=2", f"finetune.init_from={run_a}"), out, progress=False)
     start = ckpt.read_tensors(out / "checkpoints" / "step_0000000.safetensors")
     source = ckpt.read_tensors(run_a / "model.safetensors")
     assert start.keys() == source.keys() and all(torch.equal(start[k], source[k]) for k in source)
     state = ckpt.load_state(out / "checkpoints" / "step_0000000.state.pt")
     assert state["opt_g"]["state"] == {} and state["opt_d"]["state"] == {} and state["step"] == 0
     assert all(torch.equal(v, source[f"generator.{k}"]) for k, v in state["generator_train"].items())
-    assert json.loads((out / "config.json").read_text())["init_from"] == str(run_a)
+    assert json.loads((out / "config.json").read_text())["finetune"]["init_from"] == str(run_a)
     assert ckpt.read_metadata(out / "model.safetensors")[1]["init_from"] == str(run_a)
     fresh = tmp_path / "fresh"
-    train(tiny(face_folder, "steps=2"), fresh, progress=False)
+    train(tiny(face_folder, "run.steps=2"), fresh, progress=False)
     assert losses(out)[0]["rec"] != losses(fresh)[0]["rec"]  # the weights, not a fresh start, trained
     with pytest.raises(UserError, match=r"init_from .* another model than this run's: model\.width=0\.0625 \(run: 0\.125\)"):
-        train(tiny(face_folder, "steps=2", f"init_from={run_a}", "model.width=0.125"), tmp_path / "wide", progress=False)
+        train(tiny(face_folder, "run.steps=2", f"finetune.init_from={run_a}", "model.width=0.125"), tmp_path / "wide", progress=False)
 
 
 # ----------------------------------------------------------------------------- whole runs
@@ -322,17 +324,17 @@ def test_run_folder_holds_everything(run_a: Path, face_folder: Path) -> None:
                  "checkpoints/step_0000008.state.pt"]:  # written atomically, yet with the usual permissions
         assert (run_a / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     cfg = TrainConfig.from_dict(json.loads((run_a / "config.json").read_text()))
-    assert cfg == tiny(face_folder, f"steps={STEPS}", f"checkpoint_every={EVERY}", f"sample_every={EVERY}")
+    assert cfg == tiny(face_folder, f"run.steps={STEPS}", f"logging.checkpoint_every={EVERY}", f"logging.sample_every={EVERY}")
 
     split = json.loads((run_a / "data.json").read_text())
-    data = load_source(cfg.data, 32)
-    train_idx, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
+    data = load_source(cfg.data.source, 32)
+    train_idx, val_idx = split_indices(data, cfg.data.val_fraction, cfg.run.seed)
     assert split["train"] == [data.names[i] for i in train_idx] and split["val"] == [data.names[i] for i in val_idx]
     assert len(split["train"]) == 42 and len(split["val"]) == 21 and split["images"] == 63
 
     records = losses(run_a)
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
-    assert all(r["alpha_binary"] == (cfg.alpha if r["step"] <= STEPS // 2 else cfg.alpha_late) for r in records)
+    assert all(r["alpha_binary"] == (cfg.losses.alpha if r["step"] <= STEPS // 2 else cfg.losses.alpha_late) for r in records)
     # the final grid: a row per identity, the input then every expression
     with Image.open(run_a / "samples" / "final.png") as grid:
         assert grid.width > 8 * 32 and grid.height > 3 * 32
@@ -348,19 +350,19 @@ def test_the_logged_totals_are_their_weighted_terms_before_and_after_the_late_we
     records = losses(run_a)
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     for r in records:
-        late = (r["step"] - 1) / STEPS >= cfg.late_fraction
-        assert r["alpha_binary"] == (cfg.alpha_late if late else cfg.alpha), r
-        total = r["alpha_binary"] * r["g_adv"] + cfg.alpha * r["g_cls"] + cfg.beta * r["kl"] + cfg.gamma * r["rec"]
+        late = (r["step"] - 1) / STEPS >= cfg.losses.late_fraction
+        assert r["alpha_binary"] == (cfg.losses.alpha_late if late else cfg.losses.alpha), r
+        total = r["alpha_binary"] * r["g_adv"] + cfg.losses.alpha * r["g_cls"] + cfg.losses.beta * r["kl"] + cfg.losses.gamma * r["rec"]
         assert r["g_total"] == pytest.approx(total, abs=2e-3), r   # logged values are rounded to 5 decimals
         assert r["d_total"] == pytest.approx(r["d_real"] + r["d_fake"], abs=2e-5), r
-    assert {r["alpha_binary"] for r in records} == {cfg.alpha, cfg.alpha_late}
+    assert {r["alpha_binary"] for r in records} == {cfg.losses.alpha, cfg.losses.alpha_late}
 
 
 def test_two_runs_with_the_same_seed_log_the_same_losses(run_a: Path, face_folder: Path, tmp_path: Path) -> None:
-    train(tiny(face_folder, f"steps={STEPS}"), tmp_path / "b", progress=False)  # no periodic checkpoints
+    train(tiny(face_folder, f"run.steps={STEPS}"), tmp_path / "b", progress=False)  # no periodic checkpoints
     assert losses(tmp_path / "b", validation=False) == losses(run_a, validation=False)
     assert same_tensors(tmp_path / "b" / "model.safetensors", run_a / "model.safetensors")
-    train(tiny(face_folder, "steps=2", "seed=1"), tmp_path / "c", progress=False)
+    train(tiny(face_folder, "run.steps=2", "run.seed=1"), tmp_path / "c", progress=False)
     assert losses(tmp_path / "c") != losses(run_a)[:2]
 
 
@@ -378,7 +380,7 @@ def test_resume_in_a_fresh_process_continues_exactly(run_a: Path, tmp_path: Path
 def test_resume_mid_log_window_logs_true_means(run_a: Path, face_folder: Path, tmp_path: Path) -> None:
     """Resumed at step 4 with log_every=3: records at 6 (steps 5-6) and 8 (steps 7-8, the end)."""
     run = interrupted_copy(run_a, tmp_path / "resumed")
-    train(tiny(face_folder, f"steps={STEPS}", "log_every=3"), run, resume=True, progress=False)
+    train(tiny(face_folder, f"run.steps={STEPS}", "logging.log_every=3"), run, resume=True, progress=False)
     ref, got = losses(run_a), losses(run)[EVERY:]
     assert [r["step"] for r in got] == [6, 8]
     for record, (a, b) in zip(got, [(4, 5), (6, 7)]):
@@ -392,8 +394,8 @@ def test_model_file_alone_reproduces_the_final_samples(run_a: Path, tmp_path: Pa
     assert loaded.config == cfg.model and loaded.summary["steps"] == STEPS
     assert loaded.summary["far"] > 0  # the paper design redraws faces: its demo threshold is calibrated
     assert same_tensors(run_a / "model.safetensors", run_a / f"checkpoints/step_{STEPS:07d}.safetensors")
-    data = load_source(cfg.data, 32)
-    _, val_idx = split_indices(data, cfg.val_fraction, cfg.seed)
+    data = load_source(cfg.data.source, 32)
+    _, val_idx = split_indices(data, cfg.data.val_fraction, cfg.run.seed)
     write_sample_grid(loaded.generator, data, sample_sources(data, val_idx), CPU, tmp_path / "again.png",
                       f"final (step {STEPS})")
     with Image.open(run_a / "samples" / "final.png") as a, Image.open(tmp_path / "again.png") as b:
@@ -430,11 +432,11 @@ def test_broken_model_and_state_files_are_user_errors(run_a: Path, tmp_path: Pat
 
 def test_user_mistakes_write_nothing(run_a: Path, face_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="need at least"):
-        train(tiny(face_folder, "batch_size=40"), tmp_path / "big", progress=False)
+        train(tiny(face_folder, "optimiser.batch_size=40"), tmp_path / "big", progress=False)
     assert not (tmp_path / "big").exists()
     before = {p: p.stat().st_mtime_ns for p in run_a.rglob("*")}
     with pytest.raises(UserError, match="already holds a run"):
-        train(tiny(face_folder, "steps=1"), run_a, progress=False)
+        train(tiny(face_folder, "run.steps=1"), run_a, progress=False)
     assert {p: p.stat().st_mtime_ns for p in run_a.rglob("*")} == before
     with pytest.raises(UserError, match="not a run folder"):
         prepare_run(tmp_path, tiny(face_folder), resume=True)
@@ -442,8 +444,8 @@ def test_user_mistakes_write_nothing(run_a: Path, face_folder: Path, tmp_path: P
 
 def test_a_run_never_imports_tensorflow(tmp_path: Path) -> None:
     """TensorBoard's event files are written without TensorFlow, also where the `keras` extra installed it."""
-    code = ("import sys; from fexgan.config import build_config; from fexgan.training.loop import train; "
-            f"train(build_config('tiny', overrides=['steps=2', 'device=cpu', 'threads=1']), {str(tmp_path / 'run')!r}, "
+    code = ("import sys; from fexgan.presets import build_config; from fexgan.training.loop import train; "
+            f"train(build_config('tiny', overrides=['run.steps=2', 'run.device=cpu', 'run.threads=1']), {str(tmp_path / 'run')!r}, "
             "progress=False); print('tensorflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -76,13 +76,12 @@ def train(
     minutes: float | None = typer.Option(None, min=0.01, help="train for this much wall time (wins over epochs)"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     seed: int | None = typer.Option(None, help="random seed"),
-    set_: list[str] = typer.Option([], "--set", help="override any value: --set lr=1e-4 --set model.width=0.5"),
+    set_: list[str] = typer.Option([], "--set", help="override any value: --set optimiser.lr=1e-4 --set model.width=0.5"),
     resume: Path | None = typer.Option(None, help="continue the run in this folder from its last checkpoint"),
     quiet: bool = typer.Option(False, help="no progress bar"),
     nproc: int = typer.Option(1, min=1, max=1024, help="processes on this machine: runs torchrun for you (gloo on CPU, NCCL with one GPU each)"),
 ) -> None:
     """Train FExGAN (preset, then --config file, then flags and --set overrides)."""
-    import json
     import os
     import time
 
@@ -99,17 +98,17 @@ def train(
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and out is None and resume is None:
         raise UserError("under torchrun give the run folder with --out (every process must use the same one)")
 
-    from fexgan.config import build_config
+    from fexgan.presets import build_config, read_file
 
     overrides = list(set_)
-    for key, value in (("data", data), ("epochs", epochs), ("steps", steps), ("minutes", minutes),
-                       ("device", device), ("seed", seed)):
+    for key, value in (("data.source", data), ("run.epochs", epochs), ("run.steps", steps), ("run.minutes", minutes),
+                       ("run.device", device), ("run.seed", seed)):
         if value is not None:
             overrides.append(f"{key}={value}")
     if resume is not None:
         if not (resume / "config.json").is_file():
             raise UserError(f"cannot resume: {resume} is not a run folder (no config.json)")
-        cfg = build_config(base=json.loads((resume / "config.json").read_text()), overrides=overrides)
+        cfg = build_config(base=read_file(resume / "config.json", "run config"), overrides=overrides)
         run = resume
     else:
         cfg = build_config(preset, config, overrides)
@@ -134,7 +133,7 @@ def finetune(
     minutes: float = typer.Option(3.0, min=0.01, help="train for this much wall time"),
     steps: int = typer.Option(0, min=0, help="train for this many steps instead (wins over --minutes)"),
     replay: str | None = typer.Option(None, help="data replayed beside it (default: what the model was trained on)"),
-    set_: list[str] = typer.Option([], "--set", help="override any value: --set replay_share=0.7 --set lr=5e-5"),
+    set_: list[str] = typer.Option([], "--set", help="override any value: --set finetune.replay_share=0.7 --set optimiser.lr=5e-5"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Adapt a trained model to a new character from a few images (docs/any-character.md)."""
@@ -317,7 +316,7 @@ def bench(
     presets: str = typer.Option("tiny,cpu,paper", help="comma-separated presets to measure, in this order"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     steps: int = typer.Option(10, min=1, help="timed training steps per preset (after 3 warm-up steps)"),
-    set_: list[str] = typer.Option([], "--set", help="override for every preset, e.g. --set compile=true"),
+    set_: list[str] = typer.Option([], "--set", help="override for every preset, e.g. --set run.compile=true"),
     json_: Path = typer.Option(Path("bench.json"), "--json", help="JSON file for the full results"),
 ) -> None:
     """Training, inference and data speed of the presets, FLOP/s against this machine's matmul peak,

@@ -11,7 +11,7 @@ from fexgan.errors import UserError
 def held_out_identities(data: ImageSet, held_out: int) -> list[int]:
     """The identities kept out of training and validation: the last `held_out` (in name order)."""
     if not 0 <= held_out < len(data.identities):
-        raise UserError(f"held_out={held_out}: the data has {len(data.identities)} identities; hold out fewer "
+        raise UserError(f"data.held_out={held_out}: the data has {len(data.identities)} identities; hold out fewer "
                         f"(at least one must be left to train on)")
     return list(range(len(data.identities) - held_out, len(data.identities)))
 

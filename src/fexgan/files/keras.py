@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fexgan.config import ModelConfig, build_config
+from fexgan.config import ModelConfig
 from fexgan.errors import UserError
 from fexgan.files.checkpoint import save_model
 from fexgan.nets.designs import build_generator
 from fexgan.nets.networks import Discriminator, Generator, build_discriminator
+from fexgan.presets import build_config
 
 PARTS = ("encoder", "decoder", "discriminator")
 KINDS = {"conv": "convolutions", "bn": "batch norms", "dense": "dense layers"}

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 import fexgan
+from fexgan.config import migrate
 from fexgan.errors import UserError
 from fexgan.files.checkpoint import (
     LoadedModel,
@@ -298,13 +299,14 @@ def shipped_cards() -> list[dict]:
 
 def card_summary(card: dict) -> dict[str, str]:
     """A shipped model's card as the columns `fexgan models` prints."""
-    model, metrics = card.get("config", {}).get("model", {}), card.get("evaluation", {}).get("metrics", {})
+    config = migrate(card.get("config", {}))  # cards of models trained before the configuration's sections: flat
+    model, metrics = config.get("model", {}), card.get("evaluation", {}).get("metrics", {})
 
     def value(key: str, digits: int = 3) -> str:
         return f"{metrics[key]['value']:.{digits}f}" if key in metrics else "-"
 
     return {"name": card["name"], "network": f"{model.get('image_size', '?')}px w{model.get('width', '?')}",
-            "data": card.get("config", {}).get("data", "?"), "steps": str(card.get("training", {}).get("steps", "?")),
+            "data": config.get("data", {}).get("source", "?"), "steps": str(card.get("training", {}).get("steps", "?")),
             "PSNR truth": value("groundtruth_psnr", 2), "PSNR copy": value("groundtruth_psnr_copy", 2),
             "sharpness": value("groundtruth_sharpness", 2), "judge acc.": value("expression_accuracy"),
             "identity": value("identity_preservation"), "FID": value("fid_transfer", 1),

@@ -16,6 +16,7 @@ from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS
 from fexgan.generation.inference import FExGAN
 from fexgan.grids import image_grid
+from fexgan.presets import load_run_config
 
 FIGURE_CELL = 128   # figures show every face at least this large
 
@@ -31,10 +32,10 @@ def figure_cells(images: Sequence[Image.Image]) -> list[Image.Image]:
 def neutral_faces(run: Path, model: FExGAN) -> tuple[torch.Tensor, list[str]]:
     """Each character's first neutral face in the run's validation split (train split if the
     validation split has none): (images in [-1, 1], character names)."""
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = load_run_config(run)
     split = json.loads((run / "data.json").read_text())
     classes = model.classes
-    data = load_source(cfg["data"], model.config.image_size, model.config.background, classes)
+    data = load_source(cfg.data.source, model.config.image_size, model.config.background, classes)
     index = {name: i for i, name in enumerate(data.names)}
     ordered = torch.tensor([index[n] for part in ("val", "train") for n in split.get(part, []) if n in index],
                            dtype=torch.long)

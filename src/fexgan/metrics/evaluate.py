@@ -8,7 +8,6 @@ Every number is stored as {"value", "n"}: the metric and the count of images beh
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from fexgan.metrics.judge import Judge, get_judge
 from fexgan.metrics.realism import diversity, frechet_distance
 from fexgan.metrics.report import write_report
 from fexgan.nets.networks import Discriminator, Generator
+from fexgan.presets import load_run_config
 
 SPLITS = ("train", "val", "held_out")  # held_out: the identities a run kept out of its training
 MAX_N = 20000
@@ -41,17 +41,15 @@ EXAMPLES = 6   # sources shown in the transfer figure
 def data_settings(run_or_model: str | Path, data: str | None, summary: dict) -> tuple[str, float, int, int]:
     """(data source, validation fraction, split seed, held-out identities): a run's config.json, else
     the model file's training summary, with `data` given by the user winning over both."""
-    config = Path(run_or_model) / "config.json"
+    if (Path(run_or_model) / "config.json").is_file():
+        cfg = load_run_config(Path(run_or_model))
+        return data or cfg.data.source, cfg.data.val_fraction, cfg.run.seed, cfg.data.held_out
     defaults = TrainConfig()
-    if config.is_file():
-        cfg = json.loads(config.read_text())
-        return (data or cfg.get("data", defaults.data), cfg.get("val_fraction", defaults.val_fraction),
-                cfg.get("seed", defaults.seed), cfg.get("held_out", 0))
     spec = data or summary.get("data")
     if not spec:
         raise UserError(f"{run_or_model} is a model file that does not say what it was trained on; "
                         f"give the data with --data (e.g. --data toon)")
-    return spec, defaults.val_fraction, defaults.seed, len(summary.get("held_out", []))
+    return spec, defaults.data.val_fraction, defaults.run.seed, len(summary.get("held_out", []))
 
 
 def default_out(run_or_model: str | Path) -> Path:

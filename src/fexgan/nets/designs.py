@@ -71,6 +71,7 @@ def build_generator(cfg_model) -> Generator:
 
 
 register(Design("paper", Generator, file_format=1, preset="cpu"))
+# The edit design's own options are the configuration's `edit` section (`fexgan.config.EditConfig`).
 register(Design("edit", EditGenerator, terms=lambda parts, target, cfg: alone_terms(
-    parts["alone"], target, cfg.gamma, cfg.alone_weight * cfg.alone_every), every=lambda cfg: cfg.alone_every,
-    parts=("encoder", "decoder", "skips", "head"), preset="any"))
+    parts["alone"], target, cfg.losses.gamma, cfg.edit.alone_weight * cfg.edit.alone_every),
+    every=lambda cfg: cfg.edit.alone_every, parts=("encoder", "decoder", "skips", "head"), preset="any"))

@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from fexgan.config import PRESETS, TrainConfig, build_config
+from fexgan.config import TrainConfig
 from fexgan.data.pairs import PairSampler, split_indices
 from fexgan.data.sources import ImageSet, load_source
 from fexgan.devices import bf16_support, pick_device
 from fexgan.errors import UserError
 from fexgan.files import checkpoint as ckpt
 from fexgan.metrics.generated import transfer
+from fexgan.presets import PRESETS, build_config
 from fexgan.training.step import (
     Nets,
     autocast_for,
@@ -185,16 +186,16 @@ class Rig:
     def step(self, batch: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         batch = self.batch() if batch is None else batch
         self.steps += 1
-        return train_step(self.nets, batch, self.cfg, self.cfg.alpha, self.autocast, step=self.steps - 1)
+        return train_step(self.nets, batch, self.cfg, self.cfg.losses.alpha, self.autocast, step=self.steps - 1)
 
 
 def make_rig(cfg: TrainConfig, device: torch.device, data: ImageSet) -> Rig:
-    train_idx, _ = split_indices(data, cfg.val_fraction, cfg.seed)
-    torch.manual_seed(cfg.seed)
+    train_idx, _ = split_indices(data, cfg.data.val_fraction, cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)
     nets = build_nets(cfg, device)
     images = data.images.to(device)
-    return Rig(cfg, device, data, images, nets, PairSampler(data, train_idx, cfg.batch_size, seed=cfg.seed),
-               torch.Generator().manual_seed(cfg.seed + 1), autocast_for(cfg, device))
+    return Rig(cfg, device, data, images, nets, PairSampler(data, train_idx, cfg.optimiser.batch_size, seed=cfg.run.seed),
+               torch.Generator().manual_seed(cfg.run.seed + 1), autocast_for(cfg, device))
 
 
 def step_flops(rig: Rig) -> int:
@@ -256,10 +257,10 @@ def bench_inference(rig: Rig, repeats: int) -> dict:
 def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[str] | None = None,
                  log: Callable[[str], None] = print) -> dict:
     """Every measurement of one preset (see the module docstring)."""
-    cfg = build_config(preset, overrides=[f"device={device}", *(overrides or [])])
+    cfg = build_config(preset, overrides=[f"run.device={device}", *(overrides or [])])
     cpu = device.type == "cpu"
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    if cfg.run.threads > 0:
+        torch.set_num_threads(cfg.run.threads)
     mode = precision(cfg, device)
     amp = mode.startswith("bf16")
     peak_dtype = torch.bfloat16 if amp else torch.float32
@@ -267,7 +268,7 @@ def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[
     data, data_stats = bench_data(cfg)
     memory_kind = reset_peak_memory(device)
     rig = make_rig(cfg, device, data)
-    tuner = ThreadTuner(torch.get_num_threads(), enabled=cpu and cfg.threads == 0, warmup=WARMUP)
+    tuner = ThreadTuner(torch.get_num_threads(), enabled=cpu and cfg.run.threads == 0, warmup=WARMUP)
     log(f"{preset}: training ({WARMUP} warm-up steps, a thread-count probe on CPU, {steps} timed steps)")
     start = time.perf_counter()
     tuner(rig.step)  # the first step: kernel selection and, with compile=true, compilation
@@ -292,10 +293,10 @@ def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[
     conv_peaks = {str(d).removeprefix("torch."): conv_peak(device, d).wall for d in other}
     conv_peaks[str(peak_dtype).removeprefix("torch.")] = max(p["conv"].wall for p in peaks.values())
     achieved = flops / step_t.wall / 1e9
-    training = {"step_ms": 1000 * step_t.wall, "images_per_s": cfg.batch_size / step_t.wall,
+    training = {"step_ms": 1000 * step_t.wall, "images_per_s": cfg.optimiser.batch_size / step_t.wall,
                 "first_step_s": first_step_s, "threads": threads,
                 "thread_probe_ms": {str(t): 1000 * s for t, s in tuner.last_probe.items()}}
-    efficiency = {"per_step": flops, "per_image": flops / cfg.batch_size, "achieved_gflops": achieved,
+    efficiency = {"per_step": flops, "per_image": flops / cfg.optimiser.batch_size, "achieved_gflops": achieved,
                   "peak_dtype": str(peak_dtype).removeprefix("torch."), "matmul_peak_gflops": mm_peak,
                   "peak_gflops": peak, "fraction_of_matmul_peak": achieved / mm_peak, "fraction_of_peak": achieved / peak,
                   "conv_peak_fp32_gflops": conv_peaks["float32"], "conv_peak_bf16_gflops": conv_peaks.get("bfloat16"),
@@ -307,8 +308,8 @@ def bench_preset(preset: str, device: torch.device, steps: int, overrides: list[
                           fraction_of_peak_cpu_time=per_cpu_s / max(p.cpu for p in peaks[threads].values()))
     return {
         "preset": preset, "image_size": cfg.model.image_size, "width": cfg.model.width,
-        "batch_size": cfg.batch_size, "amp_bf16": amp, "precision": mode, "channels_last": cfg.channels_last,
-        "compile": cfg.compile, "timed_steps": steps, "load_average_after": load_average(),
+        "batch_size": cfg.optimiser.batch_size, "amp_bf16": amp, "precision": mode, "channels_last": cfg.run.channels_last,
+        "compile": cfg.run.compile, "timed_steps": steps, "load_average_after": load_average(),
         "training": training, "flops": efficiency, "inference": inference,
         "data": {**data_stats, "make_batch_ms": 1000 * batch_t.wall, "make_batch_share_of_step": batch_t.wall / step_t.wall},
         "memory": {"peak_mb": memory_mb, "kind": memory_kind},

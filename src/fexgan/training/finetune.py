@@ -25,30 +25,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fexgan.config import PRESETS, TrainConfig, build_config
+from fexgan.config import TrainConfig
 from fexgan.errors import UserError
 from fexgan.files.checkpoint import read_metadata, resolve_model
 from fexgan.nets.designs import design_of
+from fexgan.presets import PRESETS, build_config, merged
 from fexgan.training.loop import train
 
-SETTINGS = ["lr=1e-4", "sample_every=0", "checkpoint_every=500", "freeze=generator.encoder", "fixed_norms=true",
-            "late_fraction=0"]  # the fine-tune's defaults
+# The fine-tune's own defaults, over the preset that trains the model's design.
+SETTINGS: dict = {"optimiser": {"lr": 1e-4}, "losses": {"late_fraction": 0.0},
+                  "finetune": {"freeze": ("generator.encoder",), "fixed_norms": True},
+                  "logging": {"sample_every": 0, "checkpoint_every": 500}}
 
 
 def finetune_config(model: str | Path, data: str, minutes: float = 3.0, steps: int = 0, replay: str | None = None,
                     overrides: list[str] | None = None) -> TrainConfig:
-    """The training configuration of a fine-tune of `model` on `data` (see the module docstring)."""
+    """The training configuration of a fine-tune of `model` on `data` (see the module docstring); `overrides`
+    are `section.key=value` strings, as `--set` takes them."""
     path = resolve_model(model)
     model_cfg, summary = read_metadata(path)
     replay = replay or summary.get("data")
     if not replay:
         raise UserError(f"{path} does not say what it was trained on; give the data to replay with --replay DATA")
     # the fine-tune's other settings (its losses: `d_classify_fakes`, ...) are those of the preset that trains the design
-    base = {**PRESETS[design_of(model_cfg.generator).preset], "model": model_cfg.to_dict(),
-            "held_out": len(summary.get("held_out", []))}
-    length = [f"steps={steps}"] if steps else [f"minutes={minutes}"]
-    return build_config(base=base, overrides=[*SETTINGS, f"data={data}", f"replay={replay}", f"init_from={path}",
-                                              *length, *(overrides or [])])
+    this = {"model": model_cfg.to_dict(), "data": {"source": data, "held_out": len(summary.get("held_out", []))},
+            "finetune": {"replay": replay, "init_from": str(path)},
+            "run": {"steps": steps} if steps else {"minutes": minutes}}
+    return build_config(base=merged(PRESETS[design_of(model_cfg.generator).preset], SETTINGS, this),
+                        overrides=overrides)
 
 
 def finetune(model: str | Path, data: str, out: str | Path, minutes: float = 3.0, steps: int = 0,

@@ -81,20 +81,20 @@ class Trainer:
         cfg.validate()
         design_of(cfg.model.generator)  # a design this fexgan does not know fails before any work
         self.cfg, self.out = cfg, out
-        self.ctx = ctx = dist_.setup(pick_device(cfg.device))  # under torchrun: join the process group
+        self.ctx = ctx = dist_.setup(pick_device(cfg.run.device))  # under torchrun: join the process group
         self.device, self.main = ctx.device, ctx.is_main
-        if cfg.batch_size % ctx.world:
-            raise UserError(f"batch size {cfg.batch_size} (global) must be divisible by the {ctx.world} processes")
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
+        if cfg.optimiser.batch_size % ctx.world:
+            raise UserError(f"batch size {cfg.optimiser.batch_size} (global) must be divisible by the {ctx.world} processes")
+        if cfg.run.threads > 0:
+            torch.set_num_threads(cfg.run.threads)
         self.load_data(resume)
 
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.run.seed)
         self.nets = build_nets(cfg, self.device, ctx)
-        torch.manual_seed(cfg.seed + ctx.rank)  # each process draws its own latent noise and dropout
-        self.sampler = PairSampler(self.data, self.train_idx, cfg.batch_size // ctx.world, seed=cfg.seed,
+        torch.manual_seed(cfg.run.seed + ctx.rank)  # each process draws its own latent noise and dropout
+        self.sampler = PairSampler(self.data, self.train_idx, cfg.optimiser.batch_size // ctx.world, seed=cfg.run.seed,
                                    shard=(ctx.rank, ctx.world))
-        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 1 + ctx.rank)
+        self.aug_gen = torch.Generator().manual_seed(cfg.run.seed + 1 + ctx.rank)
         # Keep the whole uint8 dataset on the GPU when it fits easily: no loader in the hot loop.
         images = self.data.images
         self.images = images.to(self.device) if self.device.type == "cuda" and images.numel() < 4e9 else images
@@ -106,16 +106,18 @@ class Trainer:
         # threads=0 on CPU: time real steps with 1, 2, ... cores and keep the fastest (a shared machine can
         # make one thread several times faster than all); under torchrun the launcher splits the cores
         self.tuner = ThreadTuner(torch.get_num_threads(),
-                                 enabled=self.device.type == "cpu" and cfg.threads == 0 and not ctx.enabled)
+                                 enabled=self.device.type == "cpu" and cfg.run.threads == 0 and not ctx.enabled)
 
         self.step, self.elapsed_before, self.lr_scale = 0, 0.0, 1.0  # lr_scale: what rollbacks did to the lr
         self.new_val: dict[str, float] = {}  # the latest checkpoint's validation, for the next log record
         last = runs.latest_checkpoint(out) if resume else None
         if last is not None:
             self.resume_from(last)
-        elif cfg.init_from:
-            self.start_from(cfg.init_from)
-        self.total_steps = cfg.steps if cfg.steps > 0 else (0 if cfg.minutes > 0 else cfg.epochs * self.sampler.steps_per_epoch)
+        elif cfg.finetune.init_from:
+            self.start_from(cfg.finetune.init_from)
+        length = cfg.run
+        self.total_steps = length.steps if length.steps > 0 else (
+            0 if length.minutes > 0 else length.epochs * self.sampler.steps_per_epoch)
         self.log_file, self.writer = self.open_logs() if self.main else (None, None)
         held_out = self.val_idx if len(self.val_idx) else self.train_idx
         self.fixed = sample_sources(self.data, held_out)
@@ -135,21 +137,21 @@ class Trainer:
         if not self.main:
             dist_.barrier(ctx)
         self.new_images = None  # a fine-tune's new images: the discriminator does not learn from them (d_weight)
-        if cfg.replay:  # a fine-tune: the new character's images and a replay of the base model's data
+        if cfg.finetune.replay:  # a fine-tune: the new character's images and a replay of the base model's data
             self.data, self.train_idx, self.val_idx, self.new_images = replay_mix(cfg)
         else:
-            self.data = load_source(cfg.data, cfg.model.image_size, cfg.model.background, cfg.model.classes)
-            check_coverage(self.data, cfg.min_images_per_class)
-            self.train_idx, self.val_idx = split_indices(self.data, cfg.val_fraction, cfg.seed, cfg.held_out)
-        if len(self.train_idx) < 2 * cfg.batch_size:
+            self.data = load_source(cfg.data.source, cfg.model.image_size, cfg.model.background, cfg.model.classes)
+            check_coverage(self.data, cfg.data.min_images_per_class)
+            self.train_idx, self.val_idx = split_indices(self.data, cfg.data.val_fraction, cfg.run.seed, cfg.data.held_out)
+        if len(self.train_idx) < 2 * cfg.optimiser.batch_size:
             raise UserError(f"the data has {len(self.train_idx)} images to train on; need at least "
-                            f"{2 * cfg.batch_size} for batch size {cfg.batch_size}")
+                            f"{2 * cfg.optimiser.batch_size} for batch size {cfg.optimiser.batch_size}")
         if self.main:  # only rank 0 writes to the run folder
             runs.prepare_run(self.out, cfg, resume)
             runs.write_data_report(self.out, cfg, self.data, self.train_idx, self.val_idx)
             if ctx.enabled:
-                print(f"distributed: {ctx.world} processes, global batch {cfg.batch_size} "
-                      f"({cfg.batch_size // ctx.world} per process), learning rate {cfg.lr}")
+                print(f"distributed: {ctx.world} processes, global batch {cfg.optimiser.batch_size} "
+                      f"({cfg.optimiser.batch_size // ctx.world} per process), learning rate {cfg.optimiser.lr}")
             dist_.barrier(ctx)
 
     def resume_from(self, last: Path) -> None:
@@ -157,10 +159,10 @@ class Trainer:
         state = runs.restore(last, self.nets, self.sampler, self.aug_gen, self.cfg, self.ctx)
         self.new_val = runs.checkpoint_validation(last)
         self.step, self.elapsed_before, self.lr_scale = state["step"], state["elapsed"], state.get("lr_scale", 1.0)
-        set_lr(self.nets, self.cfg.lr * self.lr_scale)
+        set_lr(self.nets, self.cfg.optimiser.lr * self.lr_scale)
         if self.main:
             print(f"resuming {self.out} from step {self.step}"
-                  + (f" (learning rate {self.cfg.lr * self.lr_scale:g} after rollbacks)" if self.lr_scale < 1 else ""))
+                  + (f" (learning rate {self.cfg.optimiser.lr * self.lr_scale:g} after rollbacks)" if self.lr_scale < 1 else ""))
 
     def start_from(self, model: str) -> None:
         """Start from a model file's weights (`init_from`); optimisers, data order and random state are fresh."""
@@ -191,7 +193,7 @@ class Trainer:
     def progress_fraction(self) -> float:
         """Share of the run done, by steps or by time; all processes agree on it (the max)."""
         cfg = self.cfg
-        by_time = (self.elapsed_before + time.time() - self.start) / (60 * cfg.minutes) if cfg.minutes > 0 else 0.0
+        by_time = (self.elapsed_before + time.time() - self.start) / (60 * cfg.run.minutes) if cfg.run.minutes > 0 else 0.0
         return dist_.agreed_max(self.ctx, max(self.step / self.total_steps if self.total_steps else 0.0, by_time))
 
     def one_step(self, late: bool) -> None:
@@ -201,7 +203,7 @@ class Trainer:
         batch = make_batch(self.data, self.images, src, target_class, target_idx, cfg, self.aug_gen, self.device)
         if self.new_images is not None:
             batch["d_weight"] = (~self.new_images[src]).float().to(self.device)
-        losses = self.tuner(train_step, self.nets, batch, cfg, cfg.alpha_late if late else cfg.alpha, self.autocast,
+        losses = self.tuner(train_step, self.nets, batch, cfg, cfg.losses.alpha_late if late else cfg.losses.alpha, self.autocast,
                             self.ctx, ema_decay_at(cfg, self.step), self.step)
         for k, v in losses.items():  # a design's terms come on some steps only (`alone_every`): counted apart
             self.sums[k] = self.sums.get(k, 0) + v
@@ -215,7 +217,7 @@ class Trainer:
         sums = dist_.all_mean(self.ctx, self.sums)
         record = {"step": self.step, "epoch": self.sampler.epoch, "time": round(self.elapsed_before + now - self.start, 2),
                   "images_per_s": round(self.window_images / max(now - self.window_start, 1e-9), 1),
-                  "alpha_binary": cfg.alpha_late if late else cfg.alpha,
+                  "alpha_binary": cfg.losses.alpha_late if late else cfg.losses.alpha,
                   **{k: round(float(v) / self.counts[k], 5) for k, v in sums.items()}, **self.new_val}
         self.new_val.clear()
         if self.main:
@@ -257,20 +259,20 @@ class Trainer:
         cfg, out = self.cfg, self.out
         self.rollbacks += 1
         last = runs.latest_checkpoint(out)
-        if last is None or self.rollbacks > cfg.max_rollbacks:
+        if last is None or self.rollbacks > cfg.run.max_rollbacks:
             raise UserError(
                 f"training diverged at step {self.step + 1} (non-finite {err}) after {self.rollbacks - 1} "
                 f"rollback(s) with a lower learning rate; no model was written. "
                 + (f"The last good checkpoint is {last.name}; continue from it with a learning rate "
-                   f"below {cfg.lr * self.lr_scale:g}: --resume {out} --set lr=..." if last else
-                   "No good checkpoint is left; start again with a lower learning rate (--set lr=...)")) from None
-        diverged_at, self.lr_scale = self.step + 1, self.lr_scale * cfg.rollback_lr_factor
+                   f"below {cfg.optimiser.lr * self.lr_scale:g}: --resume {out} --set optimiser.lr=..." if last else
+                   "No good checkpoint is left; start again with a lower learning rate (--set optimiser.lr=...)")) from None
+        diverged_at, self.lr_scale = self.step + 1, self.lr_scale * cfg.run.rollback_lr_factor
         self.step = self.saved_step = runs.restore(last, self.nets, self.sampler, self.aug_gen, cfg, self.ctx)["step"]
         self.new_val = runs.checkpoint_validation(last)
-        set_lr(self.nets, cfg.lr * self.lr_scale)
+        set_lr(self.nets, cfg.optimiser.lr * self.lr_scale)
         if self.main:
             warn(f"non-finite {err} at step {diverged_at}: rolled back to {last.name} with learning rate "
-                 f"{cfg.lr * self.lr_scale:g} (rollback {self.rollbacks} of {cfg.max_rollbacks})")
+                 f"{cfg.optimiser.lr * self.lr_scale:g} (rollback {self.rollbacks} of {cfg.run.max_rollbacks})")
             self.close_logs()
             self.log_file, self.writer = self.open_logs()
         self.sums, self.counts, self.window_start, self.window_images = {}, {}, time.time(), 0
@@ -293,13 +295,13 @@ class Trainer:
         if self.step != self.saved_step:
             runs.save_checkpoint(out, nets, cfg, self.step, state, val)
         self.samples("final", f"final (step {self.step})")
-        summary = {"steps": self.step, "epochs": round(self.step / self.sampler.steps_per_epoch, 2), "data": cfg.data,
+        summary = {"steps": self.step, "epochs": round(self.step / self.sampler.steps_per_epoch, 2), "data": cfg.data.source,
                    "minutes": round((self.elapsed_before + time.time() - self.start) / 60, 2), "images": len(self.data),
                    "identities": self.data.identities, "device": str(self.device),
-                   **({"held_out": [self.data.identities[i] for i in held_out_identities(self.data, cfg.held_out)]}
-                      if cfg.held_out else {}), "processes": self.ctx.world,
-                   "global_batch": cfg.batch_size, "precision": self.precision, "replicas_identical": in_sync,
-                   **({"init_from": cfg.init_from} if cfg.init_from else {}),
+                   **({"held_out": [self.data.identities[i] for i in held_out_identities(self.data, cfg.data.held_out)]}
+                      if cfg.data.held_out else {}), "processes": self.ctx.world,
+                   "global_batch": cfg.optimiser.batch_size, "precision": self.precision, "replicas_identical": in_sync,
+                   **({"init_from": cfg.finetune.init_from} if cfg.finetune.init_from else {}),
                    **{k: round(v, 6 if k == "val_l1" else 4) for k, v in val.items()}}
         if nets.G_out.redraws:  # the web demo's redraw threshold (`FExGAN.familiarity_tensor`)
             known = self.val_idx if len(self.val_idx) else self.train_idx
@@ -327,7 +329,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     run = Trainer(cfg, Path(out), resume)
 
     def steps_text() -> str:
-        return f"{run.step}/{run.total_steps} steps" if run.total_steps else f"{run.step} steps of {cfg.minutes:g} min"
+        return f"{run.step}/{run.total_steps} steps" if run.total_steps else f"{run.step} steps of {cfg.run.minutes:g} min"
 
     # The bar runs on the share of the run done, so it fills (and estimates the time left) alike for
     # --steps, --epochs and --minutes.
@@ -339,7 +341,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     try:
         with bar, StopRequest(enabled=not run.ctx.enabled) as stop:
             while done < 1.0:
-                late = done >= cfg.late_fraction
+                late = done >= cfg.losses.late_fraction
                 try:
                     run.one_step(late)
                 except Diverged as err:
@@ -348,12 +350,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                     bar.update(task, completed=done, steps=steps_text())
                     continue
                 done = run.progress_fraction()  # once per step: under torchrun it is a collective
-                if run.step % cfg.log_every == 0 or done >= 1.0:
+                if run.step % cfg.logging.log_every == 0 or done >= 1.0:
                     bar.update(task, info=run.log(late))
                 bar.update(task, completed=done, steps=steps_text())
-                if run.main and cfg.sample_every and run.step % cfg.sample_every == 0:
+                if run.main and cfg.logging.sample_every and run.step % cfg.logging.sample_every == 0:
                     run.samples(f"step_{run.step:07d}", f"step {run.step}")
-                if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
+                if cfg.logging.checkpoint_every and run.step % cfg.logging.checkpoint_every == 0:
                     run.checkpoint()
                 if stop.signal:  # SIGINT/SIGTERM: stop between steps, where the state is whole
                     if run.step != run.saved_step:

@@ -77,12 +77,13 @@ def validation_batch(data: ImageSet, indices: torch.Tensor, cfg: TrainConfig, de
                      size: int = 64) -> dict[str, torch.Tensor]:
     """A fixed batch of held-out pairs, unaugmented: the same at every checkpoint of every run with this
     seed; on toon data with the renderer's true transfers (`truth`)."""
-    pairs = PairSampler(data, indices, min(size, len(indices)), seed=cfg.seed).next_batch()
-    plain = dataclasses.replace(cfg, augment_shift=0.0, augment_scale=0.0, target_jitter=0.0)
+    pairs = PairSampler(data, indices, min(size, len(indices)), seed=cfg.run.seed).next_batch()
+    plain = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment_shift=0.0, augment_scale=0.0,
+                                                              target_jitter=0.0))
     batch = make_batch(data, data.images, *pairs, plain, torch.Generator(), device)
-    if has_ground_truth(cfg.data):
+    if has_ground_truth(cfg.data.source):
         src, target_class, _ = pairs
-        truth = render_truth(data, cfg.data, src, F.one_hot(target_class, cfg.model.num_classes).float(),
+        truth = render_truth(data, cfg.data.source, src, F.one_hot(target_class, cfg.model.num_classes).float(),
                              cfg.model.background)
         batch["truth"] = to_model_input(truth).to(device)
     return batch

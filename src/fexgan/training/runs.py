@@ -47,8 +47,8 @@ def prepare_run(out: Path, cfg: TrainConfig, resume: bool) -> None:
 
 def write_data_report(out: Path, cfg: TrainConfig, data: ImageSet, train_idx: torch.Tensor, val_idx: torch.Tensor) -> None:
     """data.json: what was read (a summary, skipped files) and the split, by image name."""
-    held = [data.identities[i] for i in held_out_identities(data, cfg.held_out)]
-    report = json.dumps({"source": cfg.data, **data.summary(), "skipped_files": data.skipped, "held_out": held,
+    held = [data.identities[i] for i in held_out_identities(data, cfg.data.held_out)]
+    report = json.dumps({"source": cfg.data.source, **data.summary(), "skipped_files": data.skipped, "held_out": held,
                          "train": [data.names[i] for i in train_idx.tolist()],
                          "val": [data.names[i] for i in val_idx.tolist()]})
     ckpt.atomic_write(out / "data.json", lambda tmp: tmp.write_text(report))
@@ -105,7 +105,7 @@ def save_checkpoint(run: Path, nets: Nets, cfg: TrainConfig, step: int, state: d
         raise UserError(f"could not write checkpoint {name} ({err.strerror or err}); "
                         f"{f'the previous checkpoint {intact.name} is intact' if intact else 'no earlier checkpoint exists'}"
                         f"; free some disk space and continue with --resume {run}") from None
-    old = sorted(folder.glob("step_*.safetensors"))[:-cfg.keep_checkpoints]
+    old = sorted(folder.glob("step_*.safetensors"))[:-cfg.logging.keep_checkpoints]
     for weights in old:  # weights first: a half-pruned checkpoint is an orphan state file, never used
         weights.unlink(missing_ok=True)
         weights.with_suffix(".state.pt").unlink(missing_ok=True)
@@ -139,7 +139,7 @@ def restore(weights: Path, nets: Nets, sampler: PairSampler, aug_gen: torch.Gene
     state = ckpt.load_state(weights.with_suffix(".state.pt"), ckpt.raw_metadata(weights).get("state_sha256"))
     if nets.G_ema is not None and "generator_train" not in state:
         raise UserError(f"{weights} was saved without a moving average of the generator; resume it with "
-                        f"--set ema_decay=0")
+                        f"--set optimiser.ema_decay=0")
     load_weights(nets, loaded, state.get("generator_train") if nets.G_ema is not None else None)
     nets.opt_g.load_state_dict(state["opt_g"])
     nets.opt_d.load_state_dict(state["opt_d"])

@@ -73,37 +73,37 @@ def build_nets(cfg: TrainConfig, device: torch.device, ctx: dist_.Context | None
     # Fine-tunes keep the `freeze` parts fixed: no gradients, so Adam leaves them alone, and their batch
     # norms keep the statistics the model was trained with (`Nets.train`; with `fixed_norms`, all of G's).
     frozen = []
-    for part in cfg.freeze:
+    for part in cfg.finetune.freeze:
         name = part.removeprefix("generator.")
         if name not in design.parts:
             raise UserError(f"freeze {part}: the {design.name} design has no such part (it has "
                             f"{', '.join('generator.' + p for p in design.parts)})")
         module = getattr(G, name)
         frozen.append(module.requires_grad_(False))
-    if cfg.channels_last:  # NHWC: tensor cores on CUDA, oneDNN's fastest layout on CPU (-6..10% CPU time)
+    if cfg.run.channels_last:  # NHWC: tensor cores on CUDA, oneDNN's fastest layout on CPU (-6..10% CPU time)
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps, **fused)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps, **fused)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+    adam = {"lr": cfg.optimiser.lr, "betas": cfg.optimiser.betas, "eps": cfg.optimiser.adam_eps, **fused}
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.optimiser.ema_decay > 0 else None
     if ctx is not None and ctx.enabled:
-        if cfg.sync_batchnorm:
+        if cfg.run.sync_batchnorm:
             G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
         ids = [device.index] if device.type == "cuda" else None
         # Steps without the design's terms may leave some of its outputs unused.
         G, D = (DDP(G, device_ids=ids, find_unused_parameters=design.leaves_outputs_unused(cfg)),
                 DDP(D, device_ids=ids))
-    if cfg.compile:  # opt-in: compiling takes about a minute or more (docs/speed.md)
+    if cfg.run.compile:  # opt-in: compiling takes about a minute or more (docs/speed.md)
         G, D = torch.compile(G), torch.compile(D)
-    fixed = [norm for part in ([unwrap(G)] if cfg.fixed_norms else frozen) for norm in part.modules()
+    fixed = [norm for part in ([unwrap(G)] if cfg.finetune.fixed_norms else frozen) for norm in part.modules()
              if isinstance(norm, nn.modules.batchnorm._BatchNorm)]  # after the sync conversion, which replaces them
     return Nets(G, D, opt_g, opt_d, G_ema, fixed)
 
 
 def precision(cfg: TrainConfig, device: torch.device) -> str:
-    """'bf16 (why)' where `cfg.amp` and the device computes bf16 natively, else 'fp32 (why)'."""
+    """'bf16 (why)' where `cfg.run.amp` and the device computes bf16 natively, else 'fp32 (why)'."""
     native = bf16_support(device)
-    if not cfg.amp:
+    if not cfg.run.amp:
         return "fp32 (amp=false)"
     return f"bf16 autocast ({native})" if native else f"fp32 (no native bf16 on this {device.type})"
 
@@ -116,10 +116,10 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
 
 def ema_decay_at(cfg: TrainConfig, step: int) -> float:
     """The moving average's decay at `step`: short early on, so that the average is not stuck near the
-    initial random weights, then `cfg.ema_decay` (about the last 1/(1 - decay) steps count). A run that
+    initial random weights, then `cfg.optimiser.ema_decay` (about the last 1/(1 - decay) steps count). A run that
     starts from a model's weights (`init_from`, a fine-tune) starts its average at that model's, which
     it has no reason to shed: the full decay from the first step."""
-    return cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + step) / (10 + step))
+    return cfg.optimiser.ema_decay if cfg.finetune.init_from else min(cfg.optimiser.ema_decay, (1 + step) / (10 + step))
 
 
 class Diverged(Exception):
@@ -139,7 +139,7 @@ def discriminator_view(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     views: shift and zoom, blur or noise), differentiably and alike for reals and fakes (DiffAugment), so
     that its classifier cannot accept an expression by pixel detail the way one trained on clean images to
     a loss of 1e-5 does; else the images themselves."""
-    return random_view(images) if cfg.d_augment else images
+    return random_view(images) if cfg.losses.d_augment else images
 
 
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alpha_binary: float,
@@ -159,7 +159,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         real_logit, real_cls = D(discriminator_view(batch["source"], cfg))
         fake_logit, fake_cls = D(seen_fake.detach())
     d_losses = discriminator_loss(real_logit.float(), real_cls.float(), batch["source_class"], fake_logit.float(),
-                                  fake_cls.float(), batch["target_class"], cfg.d_classify_fakes,
+                                  fake_cls.float(), batch["target_class"], cfg.losses.d_classify_fakes,
                                   batch.get("d_weight"))  # fp32, from raw logits
     nets.opt_d.zero_grad(set_to_none=True)
     d_losses["d_total"].backward()
@@ -171,8 +171,8 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
         with autocast:  # ... and goes around D's DDP wrapper, so no gradient sync leaks into D
             fake_logit, fake_cls = unwrap(D)(seen_fake)
         g_losses = generator_loss(fake_logit.float(), fake_cls.float(), batch["target_class"], mu.float(),
-                                  log_sigma.float(), fake.float(), batch["target"], cfg.alpha, alpha_binary, cfg.beta,
-                                  cfg.gamma)
+                                  log_sigma.float(), fake.float(), batch["target"], cfg.losses.alpha, alpha_binary,
+                                  cfg.losses.beta, cfg.losses.gamma)
         if with_parts:
             terms = design.terms(parts, batch["target"], cfg)
             g_losses = {**g_losses, **terms, "g_total": g_losses["g_total"] + terms["design_total"]}
@@ -199,14 +199,14 @@ def make_batch(data: ImageSet, images: torch.Tensor, src: torch.Tensor, target_c
     target_class = target_class.to(device, non_blocking=True)
     source = to_model_input(images[src.to(images.device)].to(device, non_blocking=True))
     target = to_model_input(images[target_idx.to(images.device)].to(device, non_blocking=True))
-    if cfg.augment_shift > 0 or cfg.augment_scale > 0:
-        source, target = augment(torch.cat([source, target], 1), cfg.augment_shift, cfg.augment_scale,
+    if cfg.data.augment_shift > 0 or cfg.data.augment_scale > 0:
+        source, target = augment(torch.cat([source, target], 1), cfg.data.augment_shift, cfg.data.augment_scale,
                                  generator).split(3, dim=1)
     target_affect = F.one_hot(target_class, n_cls).float()
-    if cfg.target_jitter > 0:  # the paper's A_t(lambda), lambda ~ N(0, 1), scaled
-        target_affect = target_affect + cfg.target_jitter * torch.randn(
+    if cfg.data.target_jitter > 0:  # the paper's A_t(lambda), lambda ~ N(0, 1), scaled
+        target_affect = target_affect + cfg.data.target_jitter * torch.randn(
             target_affect.shape, generator=generator).to(device)
-    if cfg.channels_last:
+    if cfg.run.channels_last:
         source = source.contiguous(memory_format=torch.channels_last)
     target = target.contiguous()
     return {"source": source, "target": target, "source_class": source_class, "target_class": target_class,
