@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine:
 #   make demo   set up .venv, train the `cpu` preset on the built-in toon faces, write the
-#               paper's figures and Table 1 (runs/demo-<time>/; DEMO_MINUTES, DEMO_RUN to change)
+#               paper's figures and Table 1 (runs/demo-<time>/; DEMO_MINUTES, DEMO_UNTIL, DEMO_RUN to change)
 #   make test   set up .venv, run the test suite
 #   make pretrained  retrain the shipped toon-128 and toon-any-64 models and rewrite their cards (src/fexgan/pretrained/)
 #   make check-tests  check the tests themselves: every planted bug must be caught, and a short mutation run
@@ -10,6 +10,8 @@ VENV   ?= .venv
 # The CPU build is enough everywhere; on a CUDA machine set TORCH_SPEC to your CUDA wheel.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_MINUTES ?= 10
+# the demo stops at the first checkpoint this good (PSNR over the copy, judge's reading), or after DEMO_MINUTES
+DEMO_UNTIL ?= gain=3,judge=0.95
 ifndef DEMO_RUN
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 endif
@@ -32,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/fexgan train --data toon --preset cpu --minutes $(DEMO_MINUTES) --out $(DEMO_RUN)
+	$(BIN)/fexgan train --data toon --preset cpu --minutes $(DEMO_MINUTES) --until $(DEMO_UNTIL) --out $(DEMO_RUN)
 	$(BIN)/fexgan figures $(DEMO_RUN) --out $(DEMO_RUN)/figures
 	$(BIN)/fexgan evaluate $(DEMO_RUN) --out $(DEMO_RUN)/evaluation
 

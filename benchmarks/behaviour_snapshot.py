@@ -42,7 +42,10 @@ def main() -> None:
     torch.save(snap, args.out)
     if args.compare:
         old = torch.load(args.compare)
-        print("losses identical:", old["losses"] == snap["losses"])
+        common = [{k: v for k, v in new.items() if k in before} for before, new in zip(old["losses"], snap["losses"])]
+        added = sorted({k for r in snap["losses"] for k in r} - {k for r in old["losses"] for k in r})
+        print("losses identical:", len(old["losses"]) == len(snap["losses"]) and old["losses"] == common,
+              f"(values logged only now: {', '.join(added) or 'none'})")
         for key in ("transfer", "sample"):
             print(f"{key} identical:", torch.equal(old[key], snap[key]),
                   f"(largest difference {float((old[key] - snap[key]).abs().max()):.3g})")

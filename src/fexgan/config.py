@@ -203,6 +203,8 @@ class RunConfig:
     compile: bool = False
     threads: int = 0                 # torch intra-op threads on CPU; 0 = tuned while training (fastest of 1, 2, ..., all)
     sync_batchnorm: bool = False     # under torchrun: batch-norm statistics over all processes
+    until: str = ""                  # a quality target (`parse_target`), e.g. gain=3,judge=0.95: the run ends at the
+                                     # first checkpoint that reaches it; its length options are then the ceiling
     max_rollbacks: int = 3           # divergence guard: give up after this many rollbacks without progress
     rollback_lr_factor: float = 0.5  # ... each rollback multiplies the learning rate by this
 
@@ -218,6 +220,29 @@ class RunConfig:
             raise UserError(f"seed must be at most 2^63 - 1, got {self.seed}")
         if not 0 < self.rollback_lr_factor < 1:
             raise UserError(f"run.rollback_lr_factor {self.rollback_lr_factor} must be in (0, 1)")
+        parse_target(self.until)
+
+
+# What a quality target (`RunConfig.until`) can ask of the validation pairs at a checkpoint.
+QUALITY_KEYS = {"gain": "PSNR of the transfers over that of the copy of their source, in dB, against the "
+                        "renderer's truth (toon data)",
+                "judge": "share of the transfers that the judge (`fexgan.metrics.judge`) reads as their target"}
+
+
+def parse_target(text: str) -> dict[str, float]:
+    """A quality target: 'gain=3,judge=0.95' -> {'gain': 3.0, 'judge': 0.95}; '' -> {} (none)."""
+    target = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, _, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if key.strip() not in QUALITY_KEYS or not abs(number) < float("inf"):
+            raise UserError(f"quality target '{item}' must look like key=number with key one of "
+                            f"{', '.join(QUALITY_KEYS)} (e.g. --until gain=3,judge=0.95)")
+        target[key.strip()] = number
+    return target
 
 
 FREEZABLE = ("generator.encoder", "generator.decoder", "generator.skips", "generator.head")
@@ -281,6 +306,8 @@ class TrainConfig:
     def validate(self) -> None:
         for name in SECTIONS:
             getattr(self, name).validate()
+        if self.run.until and not self.logging.checkpoint_every:
+            raise UserError("a quality target (--until) is checked at checkpoints: give logging.checkpoint_every > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,7 +23,7 @@ from fexgan.errors import UserError
 from fexgan.files import checkpoint as ckpt
 from fexgan.presets import build_config
 from fexgan.training.loop import train
-from fexgan.training.monitor import sample_sources, write_sample_grid
+from fexgan.training.monitor import reaches, sample_sources, write_sample_grid
 from fexgan.training.runs import prepare_run
 from fexgan.training.step import (
     autocast_for,
@@ -187,6 +187,8 @@ def test_every_logged_loss_is_recomputed_from_the_networks_and_the_right_labels(
             "kl": (-0.5 * (1 + 2 * log_sigma - mu ** 2 - torch.exp(2 * log_sigma)).sum(1)).mean(),
             "rec": (fake - batch["target"]).abs().mean()}
     want["d_total"] = want["d_real"] + want["d_fake"]
+    want["d_acc_real"], want["d_acc_fake"] = (real_logit > 0).float().mean(), (fake_logit < 0).float().mean()
+    want["d_acc_cls"] = (real_cls.argmax(1) == batch["source_class"]).float().mean()
     want["g_total"] = (0.3 * want["g_adv"] + cfg.losses.alpha * want["g_cls"] + cfg.losses.beta * want["kl"]
                        + cfg.losses.gamma * want["rec"])
     for key, value in want.items():
@@ -451,3 +453,33 @@ def test_a_run_never_imports_tensorflow(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "False" and "TensorFlow" not in proc.stderr
     assert list((tmp_path / "run" / "tb").iterdir())  # the event file is still written
+
+
+def test_a_quality_target_ends_the_run_at_the_first_checkpoint_that_reaches_it(tmp_path: Path) -> None:
+    """`run.until` on toon data (the renderer's truth): a target every checkpoint meets ends the run at
+    the first periodic one; one no checkpoint meets leaves the run to its length, and both say so."""
+    toon_run = ["data.source=toon:4", "run.device=cpu", "run.threads=1", "run.steps=12", "logging.checkpoint_every=4"]
+    easy = train(build_config("tiny", overrides=[*toon_run, "run.until=gain=-100"]), tmp_path / "easy", progress=False)
+    summary = ckpt.read_metadata(easy)[1]
+    assert (summary["steps"], summary["ended_by"], summary["until"]) == (4, "quality target", "gain=-100")
+    hard = train(build_config("tiny", overrides=[*toon_run, "run.until=gain=100"]), tmp_path / "hard", progress=False)
+    summary = ckpt.read_metadata(hard)[1]
+    assert (summary["steps"], summary["ended_by"]) == (12, "steps") and "val_psnr_copy" in summary
+    log = [json.loads(line) for line in (tmp_path / "hard" / "log.jsonl").read_text().splitlines()]
+    assert all(0 <= r[k] <= 1 for r in log for k in ("d_acc_real", "d_acc_fake", "d_acc_cls"))
+
+
+def test_quality_targets_are_checked_before_any_work(face_folder: Path, tmp_path: Path) -> None:
+    assert reaches({"val_psnr": 25.0, "val_psnr_copy": 21.0, "val_judge": 0.96}, {"gain": 3, "judge": 0.95})
+    assert not reaches({"val_psnr": 25.0, "val_psnr_copy": 21.0, "val_judge": 0.94}, {"gain": 3, "judge": 0.95})
+    assert not reaches({"val_psnr": 23.0, "val_psnr_copy": 21.0}, {"gain": 3})
+    assert not reaches({"val_l1": 0.1}, {"judge": 0.5})  # no judge's reading: not reached
+    for until, words in (("gain", "key=number"), ("psnr=3", "key=number"), ("gain=inf", "key=number")):
+        with pytest.raises(UserError, match=words):
+            build_config("tiny", overrides=[f"run.until={until}"])
+    with pytest.raises(UserError, match="checkpoint_every"):
+        build_config("tiny", overrides=["run.until=gain=3", "logging.checkpoint_every=0"])
+    with pytest.raises(UserError, match="ground truth|truth"):  # a folder of faces has no renderer's truth
+        train(tiny(face_folder, "run.steps=4", "logging.checkpoint_every=2", "run.until=gain=3"), tmp_path / "r",
+              progress=False)
+    assert not (tmp_path / "r" / "model.safetensors").exists()

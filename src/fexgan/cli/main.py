@@ -74,6 +74,9 @@ def train(
     epochs: int | None = typer.Option(None, min=1, help="train for this many epochs"),
     steps: int | None = typer.Option(None, min=1, help="train for this many steps (wins over epochs)"),
     minutes: float | None = typer.Option(None, min=0.01, help="train for this much wall time (wins over epochs)"),
+    until: str | None = typer.Option(None, help="quality target, e.g. gain=3,judge=0.95: stop at the first checkpoint "
+                                     "that reaches it (gain: dB over the copy, toon data; judge: share read right); "
+                                     "--steps/--minutes/--epochs stay the ceiling"),
     device: str | None = typer.Option(None, help="auto | cpu | cuda"),
     seed: int | None = typer.Option(None, help="random seed"),
     set_: list[str] = typer.Option([], "--set", help="override any value: --set optimiser.lr=1e-4 --set model.width=0.5"),
@@ -102,7 +105,7 @@ def train(
 
     overrides = list(set_)
     for key, value in (("data.source", data), ("run.epochs", epochs), ("run.steps", steps), ("run.minutes", minutes),
-                       ("run.device", device), ("run.seed", seed)):
+                       ("run.until", until), ("run.device", device), ("run.seed", seed)):
         if value is not None:
             overrides.append(f"{key}={value}")
     if resume is not None:

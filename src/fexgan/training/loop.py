@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from fexgan.config import TrainConfig
+from fexgan.config import TrainConfig, parse_target
 from fexgan.data.pairs import PairSampler, held_out_identities, split_indices
 from fexgan.data.replay import replay_mix
 from fexgan.data.sources import check_coverage, load_source
@@ -26,11 +26,14 @@ from fexgan.devices import pick_device
 from fexgan.errors import UserError, warn
 from fexgan.files import checkpoint as ckpt
 from fexgan.grids import plot_losses
+from fexgan.metrics.groundtruth import has_ground_truth
+from fexgan.metrics.judge import Judge, get_judge
 from fexgan.nets.designs import design_of
 from fexgan.training import distributed as dist_
 from fexgan.training import runs
 from fexgan.training.monitor import (
     far_threshold,
+    reaches,
     sample_sources,
     validation,
     validation_batch,
@@ -122,11 +125,13 @@ class Trainer:
         held_out = self.val_idx if len(self.val_idx) else self.train_idx
         self.fixed = sample_sources(self.data, held_out)
         self.val_batch = validation_batch(self.data, held_out, cfg, self.device) if self.main else None
+        self.target, self.reached, self.end = parse_target(cfg.run.until), False, ""
+        self.judge = self.quality_judge()
         self.start = time.time()
         self.sums: dict[str, torch.Tensor] = {}  # the log window's losses, summed, and the steps each came on
         self.counts: dict[str, int] = {}
         self.window_start, self.window_images = self.start, 0
-        self.saved_step, self.rollbacks, self.psnr_info = self.step, 0, ""
+        self.saved_step, self.rollbacks, self.val_info = self.step, 0, ""
         if self.step == 0:  # a fresh run: the state to roll back to before the first periodic checkpoint
             self.checkpoint()
 
@@ -189,6 +194,18 @@ class Trainer:
         runs.trim_log(self.out / "log.jsonl", self.step)
         return open(self.out / "log.jsonl", "a"), SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1)
 
+    def quality_judge(self) -> Judge | None:
+        """The judge a quality target's `judge` asks for (trained once per dataset and size, then cached),
+        on the main process; a `gain` target needs data with ground truth."""
+        cfg = self.cfg
+        if "gain" in self.target and not has_ground_truth(cfg.data.source):
+            raise UserError(f"the quality target's gain is measured against the renderer's truth, which "
+                            f"{cfg.data.source} does not have; use judge=... alone, or toon data")
+        if "judge" not in self.target or not self.main:
+            return None
+        return get_judge(cfg.data.source, cfg.model.image_size, data=self.data, background=cfg.model.background,
+                         classes=cfg.model.classes)
+
     # ------------------------------------------------------------------------- the loop's steps
     def progress_fraction(self) -> float:
         """Share of the run done, by steps or by time; all processes agree on it (the max)."""
@@ -227,10 +244,13 @@ class Trainer:
                 if k not in ("step", "epoch") and not k.startswith("val"):
                     self.writer.add_scalar(k, v, self.step)
         if "val_psnr" in record:
-            self.psnr_info = f" | val PSNR {record['val_psnr']:.1f} dB (copy {record['val_psnr_copy']:.1f})"
+            self.val_info = f" | val PSNR {record['val_psnr']:.1f} dB (copy {record['val_psnr_copy']:.1f})"
+        if "val_judge" in record:
+            self.val_info += f" judge {record['val_judge']:.2f}"
         self.sums, self.counts, self.window_start, self.window_images = {}, {}, now, 0
-        return (f"D {record['d_total']:.3f} G {record['g_total']:.3f} L1 {record['rec']:.3f} "
-                f"{record['images_per_s']:.0f} img/s{self.psnr_info}")
+        return (f"D {record['d_total']:.3f} G {record['g_total']:.3f} L1 {record['rec']:.3f} | D right: real "
+                f"{record['d_acc_real']:.2f} fake {record['d_acc_fake']:.2f} expr. {record['d_acc_cls']:.2f} | "
+                f"{record['images_per_s']:.0f} img/s{self.val_info}")
 
     def samples(self, name: str, title: str) -> None:
         write_sample_grid(self.nets.G_out, self.data, self.fixed, self.device, self.out / "samples" / f"{name}.png", title)
@@ -245,13 +265,16 @@ class Trainer:
     def checkpoint(self) -> None:
         """Save a checkpoint at `step` with its validation metrics (a collective: call on all ranks)."""
         state = self.capture()
+        met = False
         if self.main:
-            val = validation(self.nets.G_out, self.val_batch)
+            val = validation(self.nets.G_out, self.val_batch, self.judge)
             runs.save_checkpoint(self.out, self.nets, self.cfg, self.step, state, val)
             self.new_val.update({"val_step": self.step, **runs.logged_validation(val)})
             for k, v in val.items():
                 self.writer.add_scalar(f"val/{k}", v, self.step)
+            met = bool(self.target) and reaches(val, self.target)
         self.saved_step, self.rollbacks = self.step, 0
+        self.reached = bool(self.target) and dist_.agreed_max(self.ctx, float(met)) > 0
 
     def rollback(self, err: Diverged) -> None:
         """Nothing of the diverging step was applied: go back to the last good checkpoint with a lower
@@ -283,6 +306,25 @@ class Trainer:
             self.writer.close()
 
     # ------------------------------------------------------------------------- the end
+    def ended_by(self) -> str:
+        """What ended the run: its quality target, its time limit or its length in steps (or epochs)."""
+        if self.end:
+            return self.end
+        minutes = self.cfg.run.minutes
+        if minutes > 0 and self.elapsed_before + time.time() - self.start >= 60 * minutes:
+            return "time limit"
+        return "steps"
+
+    def report_end(self, val: dict[str, float]) -> None:
+        """One line: what ended the run, and where its quality target stands."""
+        line = f"ended by the {self.ended_by()} at step {self.step}"
+        if self.target:
+            now = [f"PSNR {val['val_psnr'] - val['val_psnr_copy']:+.2f} dB over the copy"] if "val_psnr" in val else []
+            now += [f"judge {val['val_judge']:.3f}"] if "val_judge" in val else []
+            line += (f"; quality target {self.cfg.run.until} {'reached' if self.end else 'not reached'} "
+                     f"({', '.join(now)})")
+        print(line)
+
     def finish(self) -> Path:
         """The final checkpoint, sample grid, model file (with the run's summary) and loss curves."""
         cfg, nets, out = self.cfg, self.nets, self.out
@@ -291,10 +333,11 @@ class Trainer:
         dist_.cleanup(self.ctx)
         if not self.main:
             return out / "model.safetensors"
-        val = validation(nets.G_out, self.val_batch)
+        val = validation(nets.G_out, self.val_batch, self.judge)
         if self.step != self.saved_step:
             runs.save_checkpoint(out, nets, cfg, self.step, state, val)
         self.samples("final", f"final (step {self.step})")
+        self.report_end(val)
         summary = {"steps": self.step, "epochs": round(self.step / self.sampler.steps_per_epoch, 2), "data": cfg.data.source,
                    "minutes": round((self.elapsed_before + time.time() - self.start) / 60, 2), "images": len(self.data),
                    "identities": self.data.identities, "device": str(self.device),
@@ -302,6 +345,7 @@ class Trainer:
                       if cfg.data.held_out else {}), "processes": self.ctx.world,
                    "global_batch": cfg.optimiser.batch_size, "precision": self.precision, "replicas_identical": in_sync,
                    **({"init_from": cfg.finetune.init_from} if cfg.finetune.init_from else {}),
+                   "ended_by": self.ended_by(), **({"until": cfg.run.until} if self.target else {}),
                    **{k: round(v, 6 if k == "val_l1" else 4) for k, v in val.items()}}
         if nets.G_out.redraws:  # the web demo's redraw threshold (`FExGAN.familiarity_tensor`)
             known = self.val_idx if len(self.val_idx) else self.train_idx
@@ -357,6 +401,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
                     run.samples(f"step_{run.step:07d}", f"step {run.step}")
                 if cfg.logging.checkpoint_every and run.step % cfg.logging.checkpoint_every == 0:
                     run.checkpoint()
+                    if run.reached:
+                        run.end = "quality target"
+                        break
                 if stop.signal:  # SIGINT/SIGTERM: stop between steps, where the state is whole
                     if run.step != run.saved_step:
                         run.checkpoint()

@@ -16,6 +16,7 @@ from fexgan.files.checkpoint import LoadedModel
 from fexgan.generation.driver import Driver
 from fexgan.grids import image_grid
 from fexgan.metrics.groundtruth import compare, has_ground_truth, render_truth
+from fexgan.metrics.judge import Judge
 from fexgan.nets.networks import Generator
 from fexgan.training.step import make_batch
 
@@ -42,15 +43,18 @@ def write_sample_grid(G: Generator, data: ImageSet, sources: torch.Tensor, devic
 
 
 @torch.no_grad()
-def validation(G: Generator, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+def validation(G: Generator, batch: dict[str, torch.Tensor], judge: Judge | None = None) -> dict[str, float]:
     """The checkpoint metrics, on G(held-out source -> target expression) decoded from the mean latent in
     eval mode: `val_l1` against the real target image (what picks the best checkpoint) and, when the
     batch carries the renderer's truth (toon data), the PSNR / L1 of its expression changes against
-    that truth beside the do-nothing copy of the source (`*_copy`). Uses no random numbers, so it
-    never changes a run."""
+    that truth beside the do-nothing copy of the source (`*_copy`); with a `judge`, the share of those
+    changes it reads as their target (`val_judge`). Uses no random numbers, so it never changes a run."""
     fake = Driver(G, batch=None).transfer(batch["source"], batch["source_affect"], batch["target_affect"])
     metrics = {"val_l1": float(F.l1_loss(fake, batch["target"]))}
     change = batch["source_class"] != batch["target_class"]
+    if judge is not None and bool(change.any()):
+        read = judge.predict(fake[change].cpu())[0].argmax(1)
+        metrics["val_judge"] = float((read == batch["target_class"][change].cpu()).float().mean())
     if "truth" in batch and bool(change.any()):
         truth = to_uint8(batch["truth"][change])
         for name, images in (("", fake[change]), ("_copy", batch["source"][change])):
@@ -87,3 +91,9 @@ def validation_batch(data: ImageSet, indices: torch.Tensor, cfg: TrainConfig, de
                              cfg.model.background)
         batch["truth"] = to_model_input(truth).to(device)
     return batch
+
+
+def reaches(metrics: dict[str, float], target: dict[str, float]) -> bool:
+    """Whether a checkpoint's `validation` metrics meet the quality target (`fexgan.config.parse_target`)."""
+    gain = metrics.get("val_psnr", float("-inf")) - metrics.get("val_psnr_copy", float("inf"))
+    return gain >= target.get("gain", float("-inf")) and metrics.get("val_judge", 0.0) >= target.get("judge", 0.0)

@@ -142,6 +142,13 @@ def discriminator_view(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return random_view(images) if cfg.losses.d_augment else images
 
 
+def discriminator_accuracy(real_logit: torch.Tensor, real_cls: torch.Tensor, source_class: torch.Tensor,
+                           fake_logit: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How often D is right on a batch: reals called real, fakes called fake, the reals' expressions."""
+    return {"d_acc_real": (real_logit > 0).float().mean(), "d_acc_fake": (fake_logit < 0).float().mean(),
+            "d_acc_cls": (real_cls.argmax(1) == source_class).float().mean()}
+
+
 def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alpha_binary: float,
                autocast: torch.autocast, ctx: dist_.Context | None = None, ema_decay: float = 0.0, step: int = 0
                ) -> dict[str, torch.Tensor]:
@@ -161,6 +168,7 @@ def train_step(nets: Nets, batch: dict[str, torch.Tensor], cfg: TrainConfig, alp
     d_losses = discriminator_loss(real_logit.float(), real_cls.float(), batch["source_class"], fake_logit.float(),
                                   fake_cls.float(), batch["target_class"], cfg.losses.d_classify_fakes,
                                   batch.get("d_weight"))  # fp32, from raw logits
+    d_losses.update(discriminator_accuracy(real_logit, real_cls, batch["source_class"], fake_logit))
     nets.opt_d.zero_grad(set_to_none=True)
     d_losses["d_total"].backward()
     check_finite(d_losses["d_total"], D, "discriminator", ctx)
