@@ -59,7 +59,7 @@ def run(tmp_path_factory, judge) -> Path:
 @pytest.fixture(scope="module")
 def report(run, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("eval")
-    return evaluate(run, n=24, out=out, device="cpu", log=lambda s: None), out
+    return evaluate(run, n=24, out=out, device="cpu", log=lambda s: None, sliders=3), out
 
 
 # ----------------------------------------------------------------------------- the judge
@@ -235,8 +235,18 @@ def test_evaluate_writes_metrics_report_and_figures(report):
     text = (out / "report.md").read_text()
     for needle in ("Table 1", "0.913", "(n=", "source character", "judge on the truth", "confusion.png", "transfers.png", "Ground truth", "joy+disgust"):
         assert needle in text
-    for png in ("confusion.png", "transfers.png", "samples.png"):
-        assert (out / png).stat().st_size > 1000
+    for png in ("confusion.png", "transfers.png", "samples.png", "sliders.png"):
+        assert (out / png).stat().st_size > 1000 and (out / png).read_bytes()[:4] == b"\x89PNG"
+    sliders = saved["sliders"]
+    assert sliders["sources"] == 3 and set(sliders["intensity"]["per_t"]) == {"0.25", "0.5", "0.75", "1.0"}
+    assert set(sliders["intensity"]["per_expression"]) == set(EXPRESSIONS) - {"neutral"}
+    assert len(sliders["mixes"]["per_pair"]) == 15
+    assert set(sliders["morph"]["per_expression"]) == set(EXPRESSIONS) - {"neutral"}
+    numbers = [v for row in sliders["intensity"]["per_t"].values() for part in ("generated", "copy")
+               for v in (m["value"] for m in row[part].values())]
+    numbers += [m[k] for m in sliders["morph"]["per_expression"].values() for k in ("max_drop", "max_third")]
+    assert all(math.isfinite(v) for v in numbers) and sliders["intensity"]["per_t"]["0.5"]["gain"]["n"] == 3 * 6
+    assert "## Sliders" in text and "sliders.png" in text and "50/50 mixes, all pairs" in text
 
 
 def test_an_untrained_generator_scores_near_chance(tmp_path, data, judge):
@@ -247,15 +257,19 @@ def test_an_untrained_generator_scores_near_chance(tmp_path, data, judge):
     ckpt.save_model(tmp_path / "noise.safetensors", Generator(cfg), None, cfg)
     with pytest.raises(UserError, match="--data"):
         evaluate(tmp_path / "noise.safetensors", out=tmp_path / "e", device="cpu")
-    r = evaluate(tmp_path / "noise.safetensors", data=SPEC, n=24, out=tmp_path / "e", device="cpu", log=lambda s: None)
+    r = evaluate(tmp_path / "noise.safetensors", data=SPEC, n=24, out=tmp_path / "e", device="cpu", log=lambda s: None,
+                 sliders=2)
     assert r["table1"] == {}
     assert 0.5 / C <= r["transfer"]["expression_accuracy"]["value"] <= 2 / C  # near chance, from both sides
     assert r["realism"]["fid_transfer"]["value"] > 2 * r["realism"]["fid_real_reference"]["value"]
+    gains = [row["gain"]["value"] for row in r["sliders"]["intensity"]["per_t"].values()]
+    assert all(g < -3 for g in gains), gains   # noise is far from any face
     assert "real, binary" in (tmp_path / "e" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("kwargs, message", [({"split": "test"}, "split 'test'"), ({"n": 1}, "--n must be"),
-                                             ({"data": "nope:x"}, "unknown data source")])
+                                             ({"data": "nope:x"}, "unknown data source"),
+                                             ({"sliders": -1}, "--sliders must be")])
 def test_bad_arguments_are_user_errors(run, tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):
         evaluate(run, out=tmp_path, device="cpu", **kwargs)
@@ -264,11 +278,12 @@ def test_bad_arguments_are_user_errors(run, tmp_path, kwargs, message):
 def test_cli_prints_headline_and_report_path(run, tmp_path):
     out = tmp_path / "cli"
     done = subprocess.run([str(FEXGAN), "evaluate", str(run), "--n", "8", "--split", "train", "--out", str(out),
-                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+                           "--device", "cpu", "--sliders", "0"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Table 1 val:" in done.stdout and "judge expression accuracy" in done.stdout
     assert f"report: {out / 'report.md'}" in done.stdout
-    assert json.loads((out / "metrics.json").read_text())["split"] == "train"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["split"] == "train" and "sliders=0" in saved["sliders"]["skipped"] and not (out / "sliders.png").exists()
     bad = subprocess.run([str(FEXGAN), "evaluate", str(tmp_path / "missing")], capture_output=True, text=True)
     assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
 

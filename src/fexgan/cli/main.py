@@ -297,17 +297,19 @@ def evaluate(
     data: str | None = typer.Option(None, help="data source (default: the run's, or the model file's training data)"),
     split: str = typer.Option("val", help="val | train | held_out (the identities the run never trained on): the images transferred and judged"),
     n: int = typer.Option(500, help="source images drawn from the split (each is transferred to all 7 expressions)"),
+    sliders: int = typer.Option(32, help="neutral images of the split for the sliders: intensities, 50/50 mixes and "
+                                         "12-frame morphs from neutral (100 transfers each; 0: none)"),
     seed: int = typer.Option(0, help="random seed of the image choice, targets and samples"),
     out: Path | None = typer.Option(None, help="output folder (default RUN/evaluation)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Measure a trained model: the paper's Table 1, a judge's expression and identity scores, FID,
-    diversity and (on toon faces) ground truth; writes metrics.json, report.md and plots."""
+    diversity, the sliders and (on toon faces) ground truth; writes metrics.json, report.md and plots."""
     from fexgan.metrics.evaluate import evaluate as run_evaluation
     from fexgan.metrics.report import headline
 
     results = run_evaluation(model, data=data, split=split, out=out, n=n, seed=seed, device=device,
-                             log=lambda line: console.print(line, highlight=False))
+                             log=lambda line: console.print(line, highlight=False), sliders=sliders)
     for line in headline(results):
         print(line)
     print(f"report: {Path(results['out']) / 'report.md'}")

@@ -37,6 +37,12 @@ def split_indices(data: ImageSet, val_fraction: float, seed: int = 0, held_out: 
     return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
 
 
+def seeded_subset(indices: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """At most `n` of `indices`, drawn with `seed`, in ascending order."""
+    g = torch.Generator().manual_seed(seed)
+    return indices[torch.randperm(len(indices), generator=g)[:n]].sort().values
+
+
 def one_per_identity(data: ImageSet, indices: torch.Tensor, limit: int | None = None) -> torch.Tensor:
     """Positions in `indices` of one image per identity (identities in order, at most `limit`): its
     first neutral image, else its first. What sample grids, figures and reports show."""

@@ -5,5 +5,6 @@
 - realism:     FID and diversity in the judge's feature space
 - groundtruth: L1 / PSNR / SSIM against the toon renderer's true target
 - generated:   batched transfers and random samples from the networks
+- sliders:     intensities, 50/50 mixes and morphs from neutral faces (against the truth on toon faces)
 - evaluate:    all of it for a run or model file (`fexgan.metrics.evaluate.evaluate`), written by report
 """

@@ -26,6 +26,11 @@ def stat(value: float, n: int) -> dict:
     return {"value": round(float(value), 5), "n": int(n)}
 
 
+def mean_stat(x: torch.Tensor) -> dict:
+    """The mean of every element of `x` as a stat (NaN when empty), with their count."""
+    return stat(x.float().mean() if x.numel() else float("nan"), x.numel())
+
+
 @torch.no_grad()
 def discriminator_outputs(D: Discriminator, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images -> (real/fake logits (N,), predicted expression (N,))."""

@@ -4,6 +4,8 @@ Sources are a fixed random subset (`n`, `seed`) of one split of the model's data
 transferred (latent mean, so deterministic) to every expression and to the paper's three mixed
 affects; the discriminator gives the paper's Table 1, the judge (fexgan.metrics.judge) the
 expression, identity, FID and diversity numbers, and on toon faces the renderer the ground truth.
+A second subset, of the split's neutral images, measures the sliders: intensities, 50/50 mixes and
+morphs (fexgan.metrics.sliders).
 Every number is stored as {"value", "n"}: the metric and the count of images behind it.
 """
 from __future__ import annotations
@@ -19,17 +21,20 @@ from fexgan.data.pairs import (
     held_out_identities,
     held_out_indices,
     one_per_identity,
+    seeded_subset,
     split_indices,
 )
 from fexgan.data.sources import ImageSet, load_source
 from fexgan.errors import UserError
 from fexgan.expressions import MIXED_PAIRS
-from fexgan.metrics.accuracy import PAPER_TABLE1, stat, table1_row
+from fexgan.metrics.accuracy import PAPER_TABLE1, mean_stat, stat, table1_row
 from fexgan.metrics.generated import sample, transfer
 from fexgan.metrics.groundtruth import compare, has_ground_truth, render_truth
 from fexgan.metrics.judge import Judge, get_judge
 from fexgan.metrics.realism import diversity, frechet_distance
 from fexgan.metrics.report import write_report
+from fexgan.metrics.sliders import SOURCES as SLIDER_SOURCES
+from fexgan.metrics.sliders import slider_metrics, slider_sources
 from fexgan.nets.networks import Discriminator, Generator
 from fexgan.presets import load_run_config
 
@@ -59,25 +64,14 @@ def default_out(run_or_model: str | Path) -> Path:
     return path.with_name(f"{path.stem}-evaluation") if path.is_file() else Path("evaluation") / path.name
 
 
-def _subset(indices: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return indices[torch.randperm(len(indices), generator=g)[:n]].sort().values
-
-
-def _mean(x: torch.Tensor) -> dict:
-    return stat(x.float().mean() if len(x) else float("nan"), len(x))
-
-
 def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "val", out: str | Path | None = None,
-             n: int = 500, seed: int = 0, device: str = "auto", log=print) -> dict:
+             n: int = 500, seed: int = 0, device: str = "auto", log=print, sliders: int = SLIDER_SOURCES) -> dict:
     """Evaluate a run folder, model file or shipped model; write metrics.json, report.md and
-    figures into `out` (default: <run>/evaluation) and return the metrics."""
+    figures into `out` (default: <run>/evaluation) and return the metrics. `sliders`: neutral
+    sources of the intensity, mix and morph measurements (fexgan.metrics.sliders; 0: none)."""
     from fexgan.generation.inference import FExGAN
 
-    if split not in SPLITS:
-        raise UserError(f"split '{split}' is not one of: {', '.join(SPLITS)}")
-    if not 2 <= n <= MAX_N:
-        raise UserError(f"--n must be between 2 and {MAX_N} source images, got {n}")
+    check_arguments(split, n, sliders)
     start = time.time()
     model = FExGAN.load(run_or_model, device)
     spec, val_fraction, split_seed, held_out = data_settings(run_or_model, data, model.summary)
@@ -105,10 +99,11 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
     log(f"table 1 done ({time.time() - start:.0f} s)")
 
     # Every source of the evaluated split to every expression, judged.
-    src = _subset(splits[split], n, seed)
+    src = seeded_subset(splits[split], n, seed)
     real, src_cls, src_id = images.images[src], images.expression[src], images.identity[src]
     expr_p, id_p = judge.predict(real)
-    results["judge_real"] = {"expression": _mean(expr_p.argmax(1) == src_cls), "identity": _mean(id_p.argmax(1) == src_id)}
+    results["judge_real"] = {"expression": mean_stat(expr_p.argmax(1) == src_cls),
+                             "identity": mean_stat(id_p.argmax(1) == src_id)}
     rep = torch.arange(len(src)).repeat_interleave(n_cls)                  # source position of each transfer
     targets = torch.arange(n_cls).repeat(len(src))
     fakes = transfer(G, real[rep], src_cls[rep], _one_hot(targets, n_cls))
@@ -123,6 +118,9 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
     results["realism"] = realism_metrics(G, judge, images, real, src_cls, fakes, splits["train" if split == "val" else "val"],
                                          n, seed)
     log(f"mixed expressions and realism done ({time.time() - start:.0f} s)")
+    results["sliders"] = slider_metrics(G, judge, images, slider_sources(images, splits[split], sliders, seed + 31),
+                                        spec if with_truth else None, cfg.background)
+    log(f"sliders done ({time.time() - start:.0f} s)")
     truth = render_truth(images, spec, src[rep], _one_hot(targets, n_cls), cfg.background) if with_truth else None
     results["groundtruth"] = groundtruth_metrics(classes, real, rep, fakes, truth, src_cls[rep], targets,
                                                  mixed_examples) if with_truth else None
@@ -142,6 +140,16 @@ def evaluate(run_or_model: str | Path, data: str | None = None, split: str = "va
     return results
 
 
+def check_arguments(split: str, n: int, sliders: int) -> None:
+    """A UserError for a split that does not exist or a number of sources out of range."""
+    if split not in SPLITS:
+        raise UserError(f"split '{split}' is not one of: {', '.join(SPLITS)}")
+    if not 2 <= n <= MAX_N:
+        raise UserError(f"--n must be between 2 and {MAX_N} source images, got {n}")
+    if not 0 <= sliders <= MAX_N:
+        raise UserError(f"--sliders must be between 0 and {MAX_N} neutral source images, got {sliders}")
+
+
 def _one_hot(classes: torch.Tensor, n_cls: int) -> torch.Tensor:
     return F.one_hot(classes, n_cls).float()
 
@@ -152,7 +160,7 @@ def table1(G: Generator, D: Discriminator, images: ImageSet, splits: dict[str, t
     for k, (name, idx) in enumerate(splits.items()):
         if len(idx) == 0:
             continue
-        src = _subset(idx, n, seed + 1 + k)
+        src = seeded_subset(idx, n, seed + 1 + k)
         targets = torch.randint(G.cfg.num_classes, (len(src),), generator=torch.Generator().manual_seed(seed + 11 + k))
         fake = transfer(G, images.images[src], images.expression[src], _one_hot(targets, G.cfg.num_classes))
         rows[name] = table1_row(D, images.images[src], images.expression[src], fake, targets)
@@ -176,7 +184,7 @@ def realism_metrics(G: Generator, judge: Judge, images: ImageSet, real: torch.Te
                "diversity_samples": stat(diversity(judge, samples, sample_cls), len(samples)),
                "diversity_real": stat(diversity(judge, real, real_cls), n_src)}
     if len(other) >= 2:
-        metrics["fid_real_reference"] = fid(images.images[_subset(other, n, seed + 23)])
+        metrics["fid_real_reference"] = fid(images.images[seeded_subset(other, n, seed + 23)])
     return metrics
 
 
@@ -187,16 +195,16 @@ def transfer_metrics(classes: tuple[str, ...], source: torch.Tensor, target: tor
     `character` indices and their names are given), and the two 7x7 matrices."""
     c, hit = len(classes), predicted == target
     by_character = {} if character is None else {
-        "per_character": {name: {"expression_accuracy": _mean(hit[character == i]),
-                                 "identity_preservation": _mean(kept[character == i])}
+        "per_character": {name: {"expression_accuracy": mean_stat(hit[character == i]),
+                                 "identity_preservation": mean_stat(kept[character == i])}
                           for i, name in enumerate(characters) if bool((character == i).any())}}
     cell = source * c + target
     counts = torch.bincount(cell, minlength=c * c).view(c, c)
     hits = torch.bincount(cell, weights=hit.double(), minlength=c * c).view(c, c)
     return {
-        "expression_accuracy": _mean(hit), "identity_preservation": _mean(kept),
-        "per_target": {name: {"expression_accuracy": _mean(hit[target == t]),
-                              "identity_preservation": _mean(kept[target == t])} for t, name in enumerate(classes)},
+        "expression_accuracy": mean_stat(hit), "identity_preservation": mean_stat(kept),
+        "per_target": {name: {"expression_accuracy": mean_stat(hit[target == t]),
+                              "identity_preservation": mean_stat(kept[target == t])} for t, name in enumerate(classes)},
         **by_character,
         "accuracy_source_x_target": (hits / counts.clamp(min=1)).where(counts > 0, torch.nan).round(decimals=4).tolist(),
         "count_source_x_target": counts.tolist(),
@@ -219,14 +227,14 @@ def mixed_metrics(G: Generator, judge: Judge, images: ImageSet, src: torch.Tenso
         fakes = transfer(G, real, src_cls, affect)
         p, idp = judge.predict(fakes)
         top2 = p.topk(2, dim=1).indices
-        entry = {"p_first": _mean(p[:, ia]), "p_second": _mean(p[:, ib]), "p_pair": _mean(p[:, ia] + p[:, ib]),
-                 "both_top2": _mean((top2 == ia).any(1) & (top2 == ib).any(1)),
-                 "identity_preservation": _mean(idp.argmax(1) == src_id)}
+        entry = {"p_first": mean_stat(p[:, ia]), "p_second": mean_stat(p[:, ib]), "p_pair": mean_stat(p[:, ia] + p[:, ib]),
+                 "both_top2": mean_stat((top2 == ia).any(1) & (top2 == ib).any(1)),
+                 "identity_preservation": mean_stat(idp.argmax(1) == src_id)}
         truth = None
         if truth_spec is not None:
             truth = render_truth(images, truth_spec, src, affect, background)
             pt, _ = judge.predict(truth)
-            entry.update({"truth_p_first": _mean(pt[:, ia]), "truth_p_second": _mean(pt[:, ib])})
+            entry.update({"truth_p_first": mean_stat(pt[:, ia]), "truth_p_second": mean_stat(pt[:, ib])})
         name = f"{a}+{b}"
         metrics[name] = entry
         examples[name] = (fakes, truth)
@@ -242,7 +250,7 @@ def groundtruth_metrics(classes: tuple[str, ...], real: torch.Tensor, rep: torch
     change = source != target
 
     def summary(m: dict, mask: torch.Tensor) -> dict:
-        return {k: _mean(v[mask]) for k, v in m.items()}
+        return {k: mean_stat(v[mask]) for k, v in m.items()}
 
     rows = {name: {"generated": summary(gen, change & (target == t)), "copy": summary(copy, change & (target == t))}
             for t, name in enumerate(classes)}

@@ -35,6 +35,16 @@ def transfer(G: Generator, images: torch.Tensor, source_class: torch.Tensor, tar
     return to_uint8(out).cpu()
 
 
+def transfer_each(G: Generator, images: torch.Tensor, source_class: torch.Tensor, affects: torch.Tensor) -> torch.Tensor:
+    """Every uint8 source (N, 3, S, S) with each of the affect vectors (A, classes), each source encoded
+    once: uint8 (N * A, 3, S, S), source by source; the same images as `transfer` of the repeated sources."""
+    n_cls, n_aff = G.cfg.num_classes, len(affects)
+    driver = Driver(G, batch=BATCH)
+    mu = driver.encode(images, F.one_hot(source_class, n_cls).float())[0].repeat_interleave(n_aff, 0)
+    out = driver.decode(mu, affects.float().repeat(len(images), 1), images.repeat_interleave(n_aff, 0))
+    return to_uint8(out).cpu()
+
+
 def sample(G: Generator, classes: torch.Tensor, seed: int) -> torch.Tensor:
     """The decoder alone from latents z ~ N(0, I) (paper Fig. 4): one uint8 image per class index."""
     cfg = G.cfg

@@ -55,8 +55,9 @@ def gradient_energy(images01: torch.Tensor) -> torch.Tensor:
     return (dx + dy) / 2
 
 
-def compare(generated: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image L1, PSNR (dB, at most MAX_PSNR), SSIM and sharpness of uint8 images against their truth.
+def compare(generated: torch.Tensor, truth: torch.Tensor, ssim: bool = True) -> dict[str, torch.Tensor]:
+    """Per-image L1, PSNR (dB, at most MAX_PSNR), SSIM (the slowest; left out with `ssim=False`) and
+    sharpness of uint8 images against their truth.
 
     Sharpness is the image's `gradient_energy` over the truth's: 1 for an image as crisp as the truth,
     well below 1 for a blur (which can still score a fair PSNR)."""
@@ -65,9 +66,9 @@ def compare(generated: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Ten
         l1 = (x - y).abs().mean(dim=(1, 2, 3))
         x01, y01 = (x + 1) / 2, (y + 1) / 2
         psnr = peak_signal_noise_ratio(x01, y01, data_range=1.0, reduction="none", dim=(1, 2, 3)).clamp(max=MAX_PSNR)
-        ssim = structural_similarity_index_measure(x01, y01, data_range=1.0, reduction="none")
         sharpness = gradient_energy(x01) / gradient_energy(y01).clamp(min=1e-6)
-        return torch.stack([l1, psnr, ssim, sharpness], 1)
+        extra = [structural_similarity_index_measure(x01, y01, data_range=1.0, reduction="none")] if ssim else []
+        return torch.stack([l1, psnr, sharpness, *extra], 1)
 
     m = batched(per_image, generated, truth)
-    return {"l1": m[:, 0], "psnr": m[:, 1], "ssim": m[:, 2], "sharpness": m[:, 3]}
+    return {"l1": m[:, 0], "psnr": m[:, 1], **({"ssim": m[:, 3]} if ssim else {}), "sharpness": m[:, 2]}

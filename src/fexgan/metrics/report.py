@@ -12,6 +12,7 @@ from fexgan.files.checkpoint import atomic_write
 from fexgan.generation.figures import figure_cells
 from fexgan.grids import image_grid
 from fexgan.metrics.accuracy import COLUMNS
+from fexgan.metrics.sliders import DROP_BAR, THIRD_BAR, plot_sliders
 
 
 def fmt(s: dict | None, digits: int = 3) -> str:
@@ -40,7 +41,22 @@ def headline(r: dict) -> list[str]:
                  f"identity preservation {fmt(t['identity_preservation'])}")
     fid = r["realism"]["fid_transfer"]
     lines.append(f"FID (judge features) transfers vs real {fid['value']:.2f} (n={fid['n']} vs {fid['n_real']})")
+    if r.get("sliders") and "skipped" not in r["sliders"]:
+        lines.append(slider_headline(r["sliders"]))
     return lines
+
+
+def slider_headline(s: dict) -> str:
+    """One line on the sliders: the gains over the copy per intensity and on the mixes, and the morphs."""
+    m = s["morph"]["overall"]
+    morphs = (f"morphs neutral -> e: largest fall of the judge's p(e) between frames {m['max_drop']:.2f}, "
+              f"largest third expression {m['max_third']:.2f}, straight for {m['straight']['value']:.2f} of them")
+    if not s.get("intensity"):
+        return f"sliders from {s['sources']} neutral faces: {morphs} (the intensity gains need ground truth)"
+    gains = " / ".join(f"{s['intensity']['per_t'][str(t)]['gain']['value']:+.2f}" for t in s["intensities"])
+    return (f"sliders from {s['sources']} neutral faces: PSNR gain over the copy at t = "
+            f"{' / '.join(f'{t:g}' for t in s['intensities'])}: {gains} dB, 50/50 mixes "
+            f"{s['mixes']['all']['gain']['value']:+.2f} dB; {morphs}")
 
 
 def verdict(generated: dict, copy: dict) -> str:
@@ -67,13 +83,15 @@ def write_report(r: dict, out: Path, figure: tuple[list[list[torch.Tensor]], lis
     sample_rows = [figure_cells(to_pil(to_model_input(samples[i:i + cols]))) for i in range(0, len(samples), cols)]
     image_grid(sample_rows, None, list(classes), title="random samples: decoder(z ~ N(0, I), expression)"
                ).save(out / "samples.png")
+    if r.get("sliders") and "skipped" not in r["sliders"]:
+        plot_sliders(r["sliders"], out / "sliders.png")
     atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(r, indent=2)))
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(markdown(r)))
 
 
 def markdown(r: dict) -> str:
     """report.md: every table of an evaluation, ground truth first."""
-    sections = (_intro, _groundtruth, _table1, _transfers, _mixed, _realism)
+    sections = (_intro, _groundtruth, _table1, _transfers, _mixed, _sliders, _realism)
     return "\n".join([line for section in sections for line in section(r)] + ["## Figures", "", "![transfers](transfers.png)", ""])
 
 
@@ -182,6 +200,70 @@ def _mixed(r: dict) -> list[str]:
             lines.append(f"| {name} | " + " | ".join(fmt(c) for c in cells) + " |")
         lines.append("")
     return lines
+
+
+def _sliders(r: dict) -> list[str]:
+    """Intensities and 50/50 mixes against the truth, morphs judged, from neutral faces."""
+    s = r.get("sliders")
+    if not s:
+        return []
+    lines = ["## Sliders: intensities, mixes and morphs from neutral faces", ""]
+    if "skipped" in s:
+        return lines + [f"Sliders {s['skipped']}.", ""]
+    lines += [f"{s['sources']} neutral faces of the {r['split']} split, each transferred to (1 - t) neutral + t e for "
+              f"every expression e and t = {', '.join(f'{t:g}' for t in s['intensities'])}, to every 50/50 mix of "
+              f"two expressions, and along the {s['frames']} frames of the morph neutral -> e (`fexgan morph "
+              f"--frames {s['frames']}`: t = {', '.join(f'{t:.2f}' for t in s['frame_t'])}).", ""]
+    if s.get("intensity"):
+        lines += _slider_intensities(s)
+    else:
+        lines += [f"The intensity and mix gains need ground truth (toon data): {s['note']}.", ""]
+    return lines + _slider_morphs(s) + ["![sliders](sliders.png)", ""]
+
+
+def _slider_intensities(s: dict) -> list[str]:
+    """The gain over the copy per expression and t, then per t and per mix with PSNR, L1 and sharpness."""
+    ts, it = s["intensities"], s["intensity"]
+    lines = ["Against the renderer's truth of that very affect: the gain is the transfer's PSNR minus the copy's "
+             "(the unchanged neutral source against the same truth), in dB; above 0 the model edits towards the "
+             "truth, below 0 handing back the input would be closer.", "",
+             "| expression | " + " | ".join(f"t = {t:g}" for t in ts) + " |", "|---|" + "---:|" * len(ts)]
+    lines += [f"| {e} | " + " | ".join(f"{rows[str(t)]['gain']['value']:+.2f}" for t in ts) + " |"
+              for e, rows in it["per_expression"].items()]
+    lines += ["| **mean** | " + " | ".join(f"**{it['per_t'][str(t)]['gain']['value']:+.2f}**" for t in ts) + " |", "",
+              "| affect | gain (dB) | PSNR | copy PSNR | L1 | copy L1 | sharpness |", "|---|---|---|---|---|---|---|"]
+    mixes = s["mixes"]
+    rows = [*((f"t = {t:g}, every e", it["per_t"][str(t)]) for t in ts), ("50/50 mixes, all pairs", mixes["all"]),
+            (f"50/50 mixes, the paper's ({', '.join(mixes['paper_pairs'])})", mixes["paper"]),
+            *mixes["per_pair"].items()]
+    for name, m in rows:
+        g, c = m["generated"], m["copy"]
+        if g is not None:
+            lines.append(f"| {name} | {m['gain']['value']:+.2f} | {fmt(g['psnr'], 2)} | {fmt(c['psnr'], 2)} | "
+                         f"{fmt(g['l1'], 4)} | {fmt(c['l1'], 4)} | {fmt(g['sharpness'], 2)} |")
+    return lines + [""]
+
+
+def _slider_morphs(s: dict) -> list[str]:
+    """Per morph neutral -> e: the judge's p(e) per frame, its largest fall, the largest third expression."""
+    truth = s.get("truth_morph")
+    lines = [f"Morphs, judged: the mean probability of e per frame, its largest fall from one frame to the next, "
+             f"the largest mean probability of a third expression (neither e nor neutral) and which, and the "
+             f"fraction of faces whose own morph never falls by more than {DROP_BAR} nor reads a third expression "
+             f"above {THIRD_BAR}" + (" (beside it, the same on the renderer's true morph)." if truth else "."), "",
+             "| morph | p(e) per frame | largest fall | largest third | straight |"
+             + (" truth: fall / third |" if truth else ""), "|---|---|---|---|---|" + ("---|" if truth else "")]
+    for e, m in s["morph"]["per_expression"].items():
+        cells = [" ".join(f"{p:.2f}" for p in m["p_target"]), f"{m['max_drop']:.3f}",
+                 f"{m['max_third']:.3f} ({m['third_at_peak']})", fmt(m["straight"])]
+        if truth:
+            t = truth["per_expression"][e]
+            cells.append(f"{t['max_drop']:.3f} / {t['max_third']:.3f}")
+        lines.append(f"| neutral -> {e} | " + " | ".join(cells) + " |")
+    o = s["morph"]["overall"]
+    lines.append(f"| **all** | | **{o['max_drop']:.3f}** | **{o['max_third']:.3f}** | {fmt(o['straight'])} |"
+                 + (f" {truth['overall']['max_drop']:.3f} / {truth['overall']['max_third']:.3f} |" if truth else ""))
+    return lines + [""]
 
 
 def _realism(r: dict) -> list[str]:
