@@ -15,6 +15,7 @@ from fexgan.presets import build_config
 from fexgan.data.sources import load_source
 from fexgan.expressions import EXPRESSIONS
 from fexgan.metrics.generated import transfer, transfer_each
+from fexgan.metrics.report import _sliders, slider_headline
 from fexgan.metrics.sliders import (
     FRAMES,
     INTENSITIES,
@@ -186,3 +187,12 @@ def test_the_plot_is_a_png(painted, detoured, tmp_path, truth):
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) > 20000
     values = [v for e in s["morph"]["per_expression"].values() for v in e["p_target"] + e["p_third"]]
     assert all(math.isfinite(v) for v in values)
+
+
+def test_the_report_says_what_needs_ground_truth(painted, detoured):
+    with_truth = "\n".join(_sliders({"sliders": painted, "split": "val"}))
+    assert "| **mean** |" in with_truth and "50/50 mixes, all pairs" in with_truth and "sliders.png" in with_truth
+    judged_only = "\n".join(_sliders({"sliders": detoured, "split": "val"}))
+    assert "need ground truth" in judged_only and "| **mean** |" not in judged_only and "neutral -> joy" in judged_only
+    assert "need ground truth" in slider_headline(detoured) and "t = 0.25 / 0.5 / 0.75 / 1:" in slider_headline(painted)
+    assert _sliders({"sliders": {"skipped": "not measured (sliders=0)"}, "split": "val"})[-2] == "Sliders not measured (sliders=0)."

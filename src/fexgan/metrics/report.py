@@ -217,7 +217,7 @@ def _sliders(r: dict) -> list[str]:
     if s.get("intensity"):
         lines += _slider_intensities(s)
     else:
-        lines += [f"The intensity and mix gains need ground truth (toon data): {s['note']}.", ""]
+        lines += [s["note"][:1].upper() + s["note"][1:] + ".", ""]
     return lines + _slider_morphs(s) + ["![sliders](sliders.png)", ""]
 
 
