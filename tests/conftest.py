@@ -1,5 +1,5 @@
 """Shared fixtures: a private data cache for the whole session, small real PNG face trees, a tiny
-trained model and real `fexgan serve` processes."""
+trained model, the judge of the six toon characters and real `fexgan serve` processes."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,9 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from fexgan.expressions import EXPRESSIONS
+from fexgan.metrics.judge import Judge, get_judge
+
+JUDGE_DATA = ("toon:8", 64)   # the six default characters, 8 images per expression (336 faces, 84 held out)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -90,6 +93,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = build_config("tiny", overrides=["data=toon:4", "device=cpu", "threads=1", "steps=200", "gamma=10",
                                           "lr=1e-3"])
     return train(cfg, tmp_path_factory.mktemp("tiny-model") / "run", progress=False)
+
+
+@pytest.fixture(scope="session")
+def judge() -> Judge:
+    """The judge of `JUDGE_DATA` (64 px: the size a judge looks at), trained once per session on one thread
+    (two run 1.5-4x slower than one on the shared 2-core machine); tests/metrics/test_metrics.py checks it
+    and the test of the shipped toon-128 model reads with it."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return get_judge(*JUDGE_DATA, log=lambda line: None)
+    finally:
+        torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import JUDGE_DATA
 from safetensors import safe_open
 
 from fexgan.config import build_config
@@ -29,7 +30,7 @@ from fexgan.nets.networks import Discriminator, Generator
 from fexgan.training.loop import train
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
-SPEC, SIZE = "toon:8", 64          # 8 images per (character, expression): 336 faces, 84 held out
+SPEC, SIZE = JUDGE_DATA            # toon:8 at 64 px: 336 faces, 84 held out; the session's judge is theirs
 C = len(EXPRESSIONS)
 
 
@@ -39,11 +40,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def data():
     return load_source(SPEC, SIZE)
-
-
-@pytest.fixture(scope="module")
-def judge(data):
-    return get_judge(SPEC, SIZE, data=data)
 
 
 @pytest.fixture(scope="module")
