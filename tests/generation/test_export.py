@@ -24,7 +24,7 @@ from fexgan.expressions import EXPRESSIONS
 from fexgan.files import checkpoint as ckpt
 from fexgan.generation import export as ex
 from fexgan.metrics.groundtruth import compare
-from fexgan.metrics.judge import Judge, get_judge
+from fexgan.metrics.judge import Judge
 from fexgan.training.loop import train
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
@@ -263,18 +263,16 @@ def test_shipped_model_transfers_are_judged_correct(judge: Judge) -> None:
 
 # ----------------------------------------------------------------------------- the shipped any-character model
 @pytest.mark.slow
-def test_the_any_character_model_keeps_characters_it_never_saw() -> None:
+def test_the_any_character_model_keeps_characters_it_never_saw(any_judge: Judge) -> None:
     """toon-any-64 (the edit design) on new variations of the four characters held out of its training,
     to every other expression: against the renderer's truth it beats handing back the input by over
     1 dB, and the judge (trained on real images of all the data's characters, never on generated ones)
     finds each character's identity and the target expression."""
     model = fexgan.load("toon-any-64", "cpu", precision="fp32")
     assert model.config.generator == "edit" and len(model.summary["held_out"]) == 8
-    characters = toon_options(model.summary["data"].removeprefix("toon:"))[1]
-    spec = f"toon:5:{characters}"  # the model's characters, 5 images each: the judge trains in a quarter of the time
-    data = load_source(spec, 64)
-    chars = toon.make_characters(characters)
-    idx = [data.identities.index(name) for name in model.summary["held_out"][:4]]
+    chars = toon.make_characters(toon_options(model.summary["data"].removeprefix("toon:"))[1])
+    assert any_judge.identities == tuple(ch.name for ch in chars)   # the judge of the model's characters
+    idx = [any_judge.identities.index(name) for name in model.summary["held_out"][:4]]
     variations = [toon.variation_for(1, i, NEUTRAL, 1) for i in idx]    # seed 1: not the dataset's images
     faces = [toon.render_face(chars[i], "neutral", v, 64) for i, v in zip(idx, variations)]
     moved = model.transfer_tensor(model.prepare(faces), torch.eye(7), source="neutral")
@@ -285,11 +283,10 @@ def test_the_any_character_model_keeps_characters_it_never_saw() -> None:
     gen = compare(to_uint8(moved[:, changed].flatten(0, 1)), want)["psnr"].mean()
     copy = compare(to_uint8(model.prepare(faces)).repeat_interleave(6, 0), want)["psnr"].mean()
     assert float(gen) >= float(copy) + 1.0, (float(gen), float(copy))
-    judge = get_judge(spec, 64, data=data, log=lambda line: None)
     who, what = torch.tensor(idx).repeat_interleave(7), torch.arange(7).repeat(4)
 
     def judged(images: torch.Tensor) -> tuple[float, float]:
-        expr_p, id_p = judge.predict(images)
+        expr_p, id_p = any_judge.predict(images)
         return float((id_p.argmax(1) == who).float().mean()), float((expr_p.argmax(1) == what).float().mean())
 
     # against the judge's reading of the true targets: its training (seeded) differs between instruction

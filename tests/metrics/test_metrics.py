@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import JUDGE_DATA
+from conftest import JUDGES
 from safetensors import safe_open
 
 from fexgan.config import build_config
@@ -30,7 +30,7 @@ from fexgan.nets.networks import Discriminator, Generator
 from fexgan.training.loop import train
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
-SPEC, SIZE = JUDGE_DATA            # toon:8 at 64 px: 336 faces, 84 held out; the session's judge is theirs
+SPEC, SIZE = JUDGES["judge"]       # toon:8 at 64 px: 336 faces, 84 held out; the session's judge is theirs
 C = len(EXPRESSIONS)
 
 
