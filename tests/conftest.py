@@ -1,9 +1,13 @@
 """Shared fixtures: a private data cache for the whole session, small real PNG face trees, a tiny
-trained model and real `fexgan serve` processes."""
+trained model, judges trained in the background and real `fexgan serve` processes."""
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +17,19 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from fexgan.expressions import EXPRESSIONS
+from fexgan.metrics.judge import Judge, get_judge
+
+# The judges the tests read with, by fixture name: data source and size (64 px: the size a judge looks at).
+JUDGES = {"judge": ("toon:8", 64),         # the six default characters, 8 images each (336 faces, 84 held out)
+          "any_judge": ("toon:5:256", 64)}  # toon-any-64's 256 characters, 5 images each (its data has 20)
+TRAIN_JUDGES = """
+import sys, torch
+from fexgan.metrics.judge import get_judge
+torch.set_num_threads(1)
+for spec, size in zip(sys.argv[1::2], sys.argv[2::2]):
+    get_judge(spec, int(size))
+    print("ready", spec, size, flush=True)
+"""
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -90,6 +107,56 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = build_config("tiny", overrides=["data.source=toon:4", "run.device=cpu", "run.threads=1", "run.steps=200", "losses.gamma=10",
                                           "optimiser.lr=1e-3"])
     return train(cfg, tmp_path_factory.mktemp("tiny-model") / "run", progress=False)
+
+
+class BackgroundJudges:
+    """Judges trained one after another by `get_judge` in a background process on one thread, into the
+    session's cache, while the tests before their first reader run on the other core."""
+
+    def __init__(self, wanted: list[tuple[str, int]], log: Path):
+        self.wanted, self.log, self.proc = wanted, log, None
+        if wanted:
+            with log.open("w") as out:   # a session of its own: `stop` ends its render workers too
+                self.proc = subprocess.Popen([sys.executable, "-c", TRAIN_JUDGES, *(str(a) for d in wanted for a in d)],
+                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def get(self, spec: str, size: int) -> Judge:
+        """The judge once the background process has trained it, loaded from the session's cache."""
+        if (spec, size) in self.wanted:
+            while f"ready {spec} {size}" not in self.log.read_text().splitlines():
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"training the judges failed:\n{self.log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        return get_judge(spec, size, log=lambda line: None)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_judges(request: pytest.FixtureRequest, private_cache: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundJudges]:
+    """Start training the judges that the selected tests read with (`JUDGES`) as the session starts."""
+    items = request.session.items
+    wanted = [data for name, data in JUDGES.items() if any(name in item.fixturenames for item in items)]
+    judges = BackgroundJudges(wanted, tmp_path_factory.mktemp("judges") / "train.log")
+    yield judges
+    judges.stop()
+
+
+@pytest.fixture(scope="session")
+def judge(background_judges: BackgroundJudges) -> Judge:
+    """The judge of the six toon characters; tests/metrics/test_metrics.py checks it and the test of the
+    shipped toon-128 model reads with it."""
+    return background_judges.get(*JUDGES["judge"])
+
+
+@pytest.fixture(scope="session")
+def any_judge(background_judges: BackgroundJudges) -> Judge:
+    """The judge of toon-any-64's characters."""
+    return background_judges.get(*JUDGES["any_judge"])
 
 
 @pytest.fixture(scope="session")

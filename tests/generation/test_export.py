@@ -3,7 +3,6 @@ toon-128 model (loading by name, its card, `fexgan models`, `fexgan transfer too
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from fexgan.expressions import EXPRESSIONS
 from fexgan.files import checkpoint as ckpt
 from fexgan.generation import export as ex
 from fexgan.metrics.groundtruth import compare
-from fexgan.metrics.judge import get_judge
+from fexgan.metrics.judge import Judge
 from fexgan.presets import build_config
 from fexgan.training.loop import train
 
@@ -55,15 +54,6 @@ def onnx_export(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     done = run_cli("export", str(tiny), "--format", "onnx", "--out", str(out), "--discriminator")
     assert done.returncode == 0, done.stderr
     return out, done.stderr
-
-
-@pytest.fixture
-def all_cores() -> None:
-    """Training the judge is real work: give it every core, then go back to one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    yield
-    torch.set_num_threads(old)
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -259,32 +249,31 @@ def test_cli_transfer_with_the_shipped_model_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_shipped_model_transfers_are_judged_correct(all_cores: None) -> None:
-    """Six characters' unseen neutral faces (two variations each) to every expression: the
-    evaluation judge (trained on real toon faces only) must recognise >= 90% of the targets."""
+def test_shipped_model_transfers_are_judged_correct(judge: Judge) -> None:
+    """Six characters' unseen neutral faces (two variations each) to every expression: the judge of
+    the same six characters (trained on real toon faces only, at 64 px: the size the evaluation's judge
+    looks at) must recognise >= 90% of the targets."""
     model = fexgan.load("toon-128", "cpu")
+    assert judge.identities == tuple(model.summary["identities"])
     faces = [toon.render_face(ch, "neutral", toon.variation_for(1, c, NEUTRAL, n), 128)
              for c, ch in enumerate(toon.make_characters(6)) for n in (1, 2)]
     moved = model.transfer_tensor(model.prepare(faces), torch.eye(7), source="neutral").flatten(0, 1)
-    judge = get_judge(model.summary["data"], 128, log=lambda line: None)
     hits = judge.predict(moved)[0].argmax(1) == torch.arange(7).repeat(len(faces))
     assert float(hits.float().mean()) >= 0.9, f"judged correct: {float(hits.float().mean()):.3f} of {len(hits)}"
 
 
 # ----------------------------------------------------------------------------- the shipped any-character model
 @pytest.mark.slow
-def test_the_any_character_model_keeps_characters_it_never_saw(all_cores: None) -> None:
+def test_the_any_character_model_keeps_characters_it_never_saw(any_judge: Judge) -> None:
     """toon-any-64 (the edit design) on new variations of the four characters held out of its training,
     to every other expression: against the renderer's truth it beats handing back the input by over
     1 dB, and the judge (trained on real images of all the data's characters, never on generated ones)
     finds each character's identity and the target expression."""
     model = fexgan.load("toon-any-64", "cpu", precision="fp32")
     assert model.config.generator == "edit" and len(model.summary["held_out"]) == 8
-    characters = toon_options(model.summary["data"].removeprefix("toon:"))[1]
-    spec = f"toon:5:{characters}"  # the model's characters, 5 images each: the judge trains in a quarter of the time
-    data = load_source(spec, 64)
-    chars = toon.make_characters(characters)
-    idx = [data.identities.index(name) for name in model.summary["held_out"][:4]]
+    chars = toon.make_characters(toon_options(model.summary["data"].removeprefix("toon:"))[1])
+    assert any_judge.identities == tuple(ch.name for ch in chars)   # the judge of the model's characters
+    idx = [any_judge.identities.index(name) for name in model.summary["held_out"][:4]]
     variations = [toon.variation_for(1, i, NEUTRAL, 1) for i in idx]    # seed 1: not the dataset's images
     faces = [toon.render_face(chars[i], "neutral", v, 64) for i, v in zip(idx, variations)]
     moved = model.transfer_tensor(model.prepare(faces), torch.eye(7), source="neutral")
@@ -295,11 +284,10 @@ def test_the_any_character_model_keeps_characters_it_never_saw(all_cores: None) 
     gen = compare(to_uint8(moved[:, changed].flatten(0, 1)), want)["psnr"].mean()
     copy = compare(to_uint8(model.prepare(faces)).repeat_interleave(6, 0), want)["psnr"].mean()
     assert float(gen) >= float(copy) + 1.0, (float(gen), float(copy))
-    judge = get_judge(spec, 64, data=data, log=lambda line: None)
     who, what = torch.tensor(idx).repeat_interleave(7), torch.arange(7).repeat(4)
 
     def judged(images: torch.Tensor) -> tuple[float, float]:
-        expr_p, id_p = judge.predict(images)
+        expr_p, id_p = any_judge.predict(images)
         return float((id_p.argmax(1) == who).float().mean()), float((expr_p.argmax(1) == what).float().mean())
 
     # against the judge's reading of the true targets: its training (seeded) differs between instruction

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import JUDGES
 from safetensors import safe_open
 
 from fexgan.data.images import to_model_input
@@ -29,7 +30,7 @@ from fexgan.presets import build_config
 from fexgan.training.loop import train
 
 FEXGAN = Path(sys.executable).parent / "fexgan"
-SPEC, SIZE = "toon:8", 64          # 8 images per (character, expression): 336 faces, 84 held out
+SPEC, SIZE = JUDGES["judge"]       # toon:8 at 64 px: 336 faces, 84 held out; the session's judge is theirs
 C = len(EXPRESSIONS)
 
 
@@ -39,11 +40,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def data():
     return load_source(SPEC, SIZE)
-
-
-@pytest.fixture(scope="module")
-def judge(data):
-    return get_judge(SPEC, SIZE, data=data)
 
 
 @pytest.fixture(scope="module")
