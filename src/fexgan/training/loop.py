@@ -83,6 +83,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out: Path, resume: bool):
         cfg.validate()
         design_of(cfg.model.generator)  # a design this fexgan does not know fails before any work
+        if "gain" in parse_target(cfg.run.until) and not has_ground_truth(cfg.data.source):
+            raise UserError(f"the quality target's gain is measured against the renderer's truth, which "
+                            f"{cfg.data.source} does not have; use judge=... alone, or toon data")
         self.cfg, self.out = cfg, out
         self.ctx = ctx = dist_.setup(pick_device(cfg.run.device))  # under torchrun: join the process group
         self.device, self.main = ctx.device, ctx.is_main
@@ -196,11 +199,8 @@ class Trainer:
 
     def quality_judge(self) -> Judge | None:
         """The judge a quality target's `judge` asks for (trained once per dataset and size, then cached),
-        on the main process; a `gain` target needs data with ground truth."""
+        on the main process."""
         cfg = self.cfg
-        if "gain" in self.target and not has_ground_truth(cfg.data.source):
-            raise UserError(f"the quality target's gain is measured against the renderer's truth, which "
-                            f"{cfg.data.source} does not have; use judge=... alone, or toon data")
         if "judge" not in self.target or not self.main:
             return None
         return get_judge(cfg.data.source, cfg.model.image_size, data=self.data, background=cfg.model.background,
